@@ -1,0 +1,31 @@
+# surfbench: one pipeline from data to the paper's tables, at every scale.
+#
+#   snakemake --cores 8 tables                                  # tiny profile (default, offline, CPU)
+#   snakemake --cores 8 tables --configfile config/paper.yaml   # the paper's settings (GPUs)
+#   snakemake --profile profiles/slurm tables --configfile config/paper.yaml   # on a SLURM cluster
+#
+# The config is validated against surfbench/schemas/config.schema.yaml before any job
+# runs; the jobs come from surfbench.plan.  Targets: data, train, evaluate, tables, all.
+import copy
+from pathlib import Path
+
+import yaml
+
+from surfbench.config import deep_merge, load_config
+
+if not workflow.overwrite_configfiles:  # no --configfile: the tiny profile is the default
+    config.update(deep_merge(yaml.safe_load(Path("config/tiny.yaml").read_text()), copy.deepcopy(config)))
+CFG = load_config(overrides=copy.deepcopy(config))
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        rules.tables.input,
+        rules.figures.input,

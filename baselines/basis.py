@@ -1,0 +1,37 @@
+"""BASIS: Bayesian annealed signal source separation (Jayaram & Thickstun, ICML 2020).
+
+A noise-conditional score model is trained on clean single images (denoising score
+matching, NCSN); separation runs annealed Langevin dynamics on every source with the
+constraint that the sources average to the observed mixture.
+"""
+import torch
+
+from surfbench.basis import basis_separate, dsm_loss, geometric_sigmas
+from surfbench.method import Method
+
+
+class BASIS(Method):
+    display_name = "BASIS"
+    supervised = True
+    generative = True
+    citation = "V. Jayaram and J. Thickstun, Source separation with deep generative priors, ICML 2020"
+    training_data = "single_sources"
+    domains = ("image",)
+    tables = ("1", "2")
+
+    def build(self):
+        self.student = self.make_model("score")
+        b = self.cfg["basis"]
+        self.sigmas = geometric_sigmas(b["sigma_max"], b["sigma_min"], b["levels"]).to(self.device)
+
+    def training_step(self, batch, ctx):
+        images = batch["sources"].flatten(0, 1) * self.n_sources   # full clean images a_k in [0, 1]
+        return dsm_loss(self.student, images, self.sigmas, generator=ctx.generator)
+
+    @torch.no_grad()
+    def separate(self, mixtures, noise):
+        self.student.eval()
+        b = self.cfg["basis"]
+        images = basis_separate(self.student, mixtures, self.n_sources, self.sigmas, b["steps_per_level"], b["lr"],
+                                noise=noise, constraint_weight=b["constraint_weight"])
+        return images / self.n_sources   # back to half images (the mixture is their sum)

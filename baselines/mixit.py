@@ -1,0 +1,40 @@
+"""MixIT: mixture invariant training (Wisdom et al., NeurIPS 2020).
+
+The model sees a mixture of two mixtures ``m1 + m2`` and outputs M slots; the loss is
+the best assignment of slots to ``m1`` or ``m2`` of the 30 dB-capped log-MSE.  Its
+trained model is the frozen teacher of ReMixIT, Self-Remixing and SURF.
+"""
+import torch
+
+from surfbench.losses import mixit_loss
+from surfbench.method import Method
+from surfbench.separation import reduce_slots_top_energy
+
+
+class MixIT(Method):
+    display_name = "MixIT"
+    supervised = False
+    generative = False
+    citation = "S. Wisdom et al., Unsupervised sound separation using mixture invariant training, NeurIPS 2020"
+    training_data = "mixtures_of_mixtures"
+    tables = ("1", "2", "4", "9")
+
+    def build(self):
+        self.student = self.make_model("mixit", role="regression", n_sources=self.cfg["mixit"]["n_slots"])
+
+    def training_step(self, batch, ctx):
+        parts = batch["mom_parts"]                 # [B, 2, *d]: the two mixtures of each MoM
+        mom = parts.sum(1)                         # what the model hears: m1 + m2
+        est = self.mixture_consistent(self.student(mom), mom)   # M slots summing to the MoM
+        loss, _ = mixit_loss(est, parts, tau=self.cfg["mixit"]["tau"])
+        return loss
+
+    @torch.no_grad()
+    def separate_slots(self, mixtures):
+        """All M slots, ``[B, M, *d]`` (used by the methods it teaches)."""
+        self.student.eval()
+        return self.mixture_consistent(self.student(mixtures), mixtures)
+
+    @torch.no_grad()
+    def separate(self, mixtures, noise):
+        return reduce_slots_top_energy(self.separate_slots(mixtures), self.n_sources, mixtures)

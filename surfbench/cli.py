@@ -1,0 +1,157 @@
+"""The ``surfbench`` command.
+
+    surfbench baselines [--json]           the registered methods and their metadata
+    surfbench validate CONFIG               check a profile (schema + method names), fast
+    surfbench prepare --dataset D ...       build a prepared dataset (used by Snakemake)
+    surfbench report --config CONFIG        tables + leaderboard from the results store
+    surfbench figure --dataset D --runs ... figure grid from runs' examples
+    surfbench weights [--fetch] [--from DIR] [--json]   pretrained weights of the metrics
+    surfbench separate --run RUN INPUT... --out DIR      separate your own mixtures
+    surfbench bench step [...]              time per training step of the methods, side by side
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+
+def write_yaml_atomic(path: str | Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".yaml.tmp")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(obj, f, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _load_cfg(args) -> dict:
+    from .config import load_config, validate
+
+    if getattr(args, "config_json", None):
+        return validate(json.loads(args.config_json), source="--config-json")
+    return load_config(getattr(args, "config", None) or "config/tiny.yaml")
+
+
+def cmd_baselines(args) -> int:
+    from .registry import registry
+
+    reg = registry()
+    rows = [dict(reg.get(n).metadata(), file=str(reg.file(n))) for n in reg.names()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        w = max(len(r["name"]) for r in rows)
+        for r in rows:
+            flags = ("supervised" if r["supervised"] else "unsupervised") + (", generative" if r["generative"] else "")
+            print(f"{r['name']:<{w}}  {r['display_name']:<28} {flags:<26} {r['citation']}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    cfg = _load_cfg(args)
+    from . import plan
+
+    print(f"{args.config}: valid (profile {cfg['profile']}: {len(plan.runs(cfg))} training runs, "
+          f"{len(plan.eval_jobs(cfg))} evaluations)")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .config import validate
+    from .data.store import prepare
+
+    cfg = validate(json.loads(args.config_json), source="--config-json", check_methods=False) if args.config_json \
+        else _load_cfg(args)
+    manifest = prepare(cfg, args.dataset, args.out)
+    print(json.dumps({k: v for k, v in manifest.items() if k != "config"}, indent=2, default=str))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report.build import build_report
+
+    for p in build_report(_load_cfg(args)):
+        print(p)
+    return 0
+
+
+def cmd_figure(args) -> int:
+    from .report.figures import figure_grid
+
+    print(figure_grid(args.runs, args.out))
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from . import weights
+
+    return weights.main(args.rest)
+
+
+def cmd_separate(args) -> int:
+    from .separate import separate_files
+
+    for p in separate_files(args.run, args.inputs, args.out, device=args.device):
+        print(p)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.rest)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="surfbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("baselines", help="list the registered methods")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_baselines)
+    p = sub.add_parser("validate", help="validate a profile config")
+    p.add_argument("config")
+    p.set_defaults(fn=cmd_validate)
+    p = sub.add_parser("prepare", help="build a prepared dataset")
+    p.add_argument("--dataset", required=True, choices=["mnist", "cifar10", "libri2mix"])
+    p.add_argument("--config", default=None)
+    p.add_argument("--config-json", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_prepare)
+    p = sub.add_parser("report", help="write the tables from the results store")
+    p.add_argument("--config", default=None)
+    p.add_argument("--config-json", default=None)
+    p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("figure", help="figure grid of separations")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_figure)
+    p = sub.add_parser("weights", help="pretrained weights of the metrics", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_weights)
+    p = sub.add_parser("separate", help="separate your own mixtures with a trained run")
+    p.add_argument("--run", required=True, help="results/<profile>/<dataset>/<method>/seed<k>")
+    p.add_argument("inputs", nargs="+", help="PNG images (image runs) or WAV files (speech runs)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(fn=cmd_separate)
+    p = sub.add_parser("bench", help="benchmarks (surfbench bench step --help)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_bench)
+    args = ap.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"surfbench {args.cmd}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Prepared datasets on disk: fixed training mixtures and fixed evaluation files.
+
+``prepare(cfg, dataset, out_dir)`` writes, once, from a seed:
+
+* ``train.npz``  — the observed training mixtures (images: uint8 pool + pairs; audio: float32 sources);
+* ``eval.npz``   — the fixed evaluation mixtures (Tables 1, 4, 9);
+* ``eval_table2.npz`` — CIFAR-10 only: the larger Table 2 set;
+* ``manifest.json`` — provenance, counts and the content hash of each file.
+
+The content hash (of the arrays, not the zip container) goes into every result.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..seeding import derive_seed
+from .recipes import basis_pairs
+
+N_SOURCES = 2  # every dataset of Tables 1, 2, 4 and 9 has two-source mixtures
+IMAGE_DATASETS = ("mnist", "cifar10")
+AUDIO_DATASETS = ("libri2mix",)
+
+
+def array_hash(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_npz_atomic(path: Path, **arrays) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return array_hash(arrays)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _rng(*parts) -> np.random.Generator:
+    return np.random.default_rng(derive_seed(*parts))
+
+
+def prepare(cfg: dict, dataset: str, out_dir: str | Path) -> dict:
+    """Build the prepared files of ``dataset`` under ``out_dir``; returns the manifest."""
+    out_dir = Path(out_dir)
+    dcfg = cfg["datasets"][dataset]
+    manifest: dict = {"dataset": dataset, "n_sources": N_SOURCES, "config": dcfg}
+    if dataset in IMAGE_DATASETS:
+        from .images import load_image_pools
+
+        train_pool, test_pool, info = load_image_pools(dataset, dcfg)
+        train_pairs = basis_pairs(len(train_pool), None, _rng(dataset, "train-pairs"))
+        manifest["train_hash"] = save_npz_atomic(out_dir / "train.npz", images=train_pool, pairs=train_pairs)
+        eval_pairs = basis_pairs(len(test_pool), dcfg["n_eval_mixtures"], _rng(dataset, "eval-pairs"))
+        eval_images = test_pool[eval_pairs]  # [N, K, C, H, W]
+        manifest["eval_hash"] = save_npz_atomic(out_dir / "eval.npz", images=eval_images)
+        manifest.update(info=info, n_train_images=len(train_pool), n_train_mixtures=len(train_pairs),
+                        n_test_images=len(test_pool), n_eval_mixtures=len(eval_pairs), shape=list(train_pool.shape[1:]))
+        if dataset == "cifar10":
+            t2_pairs = basis_pairs(len(test_pool), dcfg["n_eval_mixtures_table2"], _rng(dataset, "eval-table2-pairs"))
+            manifest["eval_table2_hash"] = save_npz_atomic(out_dir / "eval_table2.npz", images=test_pool[t2_pairs])
+            manifest["n_eval_mixtures_table2"] = len(t2_pairs)
+    elif dataset in AUDIO_DATASETS:
+        from .audio_store import prepare_speech
+
+        manifest.update(prepare_speech(cfg, dcfg, out_dir))
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}")
+    write_json_atomic(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- loading
+@dataclass
+class SourceSet:
+    """Sources of a set of K-source mixtures, item by item, as float32 tensors ``[K, *d]``.
+
+    Images are returned as half images (x = image / K, so the mixture is the average image).
+    """
+
+    domain: str
+    n_sources: int
+    shape: tuple
+    content_hash: str
+    _images: np.ndarray | None = None  # image pool [N, C, H, W] (train) ...
+    _pairs: np.ndarray | None = None   # ... with pairs [M, K]; or eval images [M, K, C, H, W] with _pairs None
+    _audio: np.ndarray | None = None   # [M, K, T]
+
+    def __len__(self) -> int:
+        if self._audio is not None:
+            return len(self._audio)
+        return len(self._pairs) if self._pairs is not None else len(self._images)
+
+    def get_batch(self, idx) -> torch.Tensor:
+        idx = np.asarray(idx, dtype=np.int64)
+        if self._audio is not None:
+            return torch.from_numpy(np.ascontiguousarray(self._audio[idx], dtype=np.float32))
+        imgs = self._images[self._pairs[idx]] if self._pairs is not None else self._images[idx]
+        return torch.from_numpy(imgs.astype(np.float32)) / (255.0 * self.n_sources)
+
+    def all(self) -> torch.Tensor:
+        return self.get_batch(np.arange(len(self)))
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run `snakemake data` (or `surfbench prepare`) first")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError ...
+        raise ValueError(f"{path} is corrupt or truncated ({type(e).__name__}: {e}); delete it and rerun `snakemake data`") from e
+
+
+def load_split(data_dir: str | Path, split: str) -> SourceSet:
+    """``split`` in {"train", "eval", "eval_table2"}."""
+    data_dir = Path(data_dir)
+    arrays = _load_npz(data_dir / f"{split}.npz")
+    h = array_hash(arrays)
+    if "sources" in arrays:
+        src = arrays["sources"]
+        _check_finite(src, data_dir / f"{split}.npz")
+        return SourceSet("audio", src.shape[1], tuple(src.shape[2:]), h, _audio=src)
+    if split == "train":
+        imgs, pairs = arrays["images"], arrays["pairs"]
+        return SourceSet("image", pairs.shape[1], tuple(imgs.shape[1:]), h, _images=imgs, _pairs=pairs)
+    imgs = arrays["images"]
+    return SourceSet("image", imgs.shape[1], tuple(imgs.shape[2:]), h, _images=imgs)
+
+
+def _check_finite(a: np.ndarray, path: Path) -> None:
+    if not np.isfinite(a).all():
+        bad = int((~np.isfinite(a)).sum())
+        raise ValueError(f"{path}: {bad} NaN/Inf values in the sources; the prepared data is corrupt — delete it and rerun `snakemake data`")

@@ -1,0 +1,166 @@
+"""Evaluate one trained run on a fixed evaluation file and write its results.
+
+Protocols:
+
+* ``table1`` — image datasets, ``eval.npz``: PSNR, SSIM, LPIPS, FID (+ IS), per separated image;
+* ``table2`` — CIFAR-10, ``eval_table2.npz``: Inception Score and FID of all separated images;
+* ``table4`` — speech, ``eval.npz``: SI-SDR, ESTOI, PESQ, DNSMOS.
+
+Randomness is drawn per item (``ItemNoise``), so a result does not depend on the batch size.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from tqdm import tqdm
+
+from .config import config_hash
+from .data.store import load_split, save_npz_atomic
+from .registry import registry
+from .results import summarize, write_run_results
+from .seeding import ItemNoise, derive_seed
+from .train import load_trained, pick_device
+
+PROTOCOL_SPLIT = {"table1": "eval", "table2": "eval_table2", "table4": "eval"}
+TABLE2_METRICS = ("is", "fid")
+
+
+class EvaluationError(RuntimeError):
+    pass
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def separate_all(method, mixtures: torch.Tensor, seed: int, batch_size: int, device, progress: bool = True) -> torch.Tensor:
+    """Separate every evaluation mixture; item ``i`` always draws from its own noise stream."""
+    outs = []
+    n = mixtures.shape[0]
+    for start in tqdm(range(0, n, batch_size), disable=not progress, desc=f"separate {method.name}", file=sys.stderr,
+                      mininterval=2.0):
+        ids = list(range(start, min(n, start + batch_size)))
+        noise = ItemNoise(derive_seed(seed, "eval"), ids, device=device)
+        with torch.no_grad():
+            est = method.separate(mixtures[ids].to(device), noise)
+        outs.append(est.detach().float().cpu())
+    est = torch.cat(outs)
+    if not torch.isfinite(est).all():
+        raise EvaluationError(f"{method.name}: the separated signals contain NaN/Inf; the model is broken (retrain it)")
+    return est
+
+
+def _image_metrics(est, ref, k, protocol, ecfg, cache_dir, set_id, device):
+    from .metrics.image import evaluate_images
+
+    wanted = list(ecfg["image_metrics"])
+    if protocol == "table2":
+        wanted = [m for m in wanted if m in TABLE2_METRICS]
+    options = {"metrics": wanted, "lpips_net": ecfg["lpips_net"], "device": device, "cache_dir": str(cache_dir),
+               "set_id": set_id}
+    return evaluate_images(est, ref, k, options)
+
+
+def _speech_metrics(est, ref, ecfg, sample_rate):
+    from .metrics.audio import evaluate_speech
+
+    mix = ref.sum(1)
+    per_item = evaluate_speech(est, ref, mix, sample_rate, workers=ecfg["workers"], metrics=list(ecfg["speech_metrics"]))
+    return per_item, {}, {}
+
+
+def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: str | Path, protocol: str,
+             out_dir: str | Path, device: str = "auto", threads: int = 1, cache_dir: str | Path = "work/cache",
+             progress: bool = True) -> Path:
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    if protocol not in PROTOCOL_SPLIT:
+        raise EvaluationError(f"unknown protocol {protocol!r}; expected one of {sorted(PROTOCOL_SPLIT)}")
+    dev = pick_device(device)
+    evalset = load_split(data_dir, PROTOCOL_SPLIT[protocol])
+    method = load_trained(model_path, dev)
+    if method.n_sources != evalset.n_sources:
+        raise EvaluationError(
+            f"{model_path}: method {method.name} separates into {method.n_sources} sources but the evaluation set "
+            f"{Path(data_dir) / PROTOCOL_SPLIT[protocol]}.npz has {evalset.n_sources}-source mixtures; train it on this dataset")
+    sources = evalset.all()                 # [N, K, *d]
+    mixtures = sources.sum(1)
+    est = separate_all(method, mixtures, run_cfg["seed"], eval_cfg["batch_size"], dev, progress)
+    k = evalset.n_sources
+
+    if evalset.domain == "image":
+        set_id = f"{run_cfg['dataset']}-{protocol}-{evalset.content_hash[:16]}"
+        per_item, set_level, unavailable = _image_metrics(est, sources, k, protocol, eval_cfg, cache_dir, set_id, dev)
+    else:
+        per_item, set_level, unavailable = _speech_metrics(est, sources, eval_cfg, run_cfg["data"]["sample_rate"])
+
+    from .metrics.base import METRICS
+
+    n = mixtures.shape[0]
+    items = pd.DataFrame({"mixture": np.repeat(np.arange(n), k), "slot": np.tile(np.arange(k), n)})
+    metrics = {}
+    for name, values in per_item.items():
+        values = np.asarray(values, dtype=np.float64)
+        items[name] = values
+        metrics[name] = summarize(values, METRICS[name].higher_is_better, eval_cfg["bootstrap_samples"],
+                                  seed=derive_seed(run_cfg["seed"], "bootstrap", name) % (2**32))
+    for name, value in set_level.items():
+        metrics[name] = {"mean": float(value["value"]), "sem": None, "ci95": [None, None], "n": int(n * k),
+                         "higher_is_better": METRICS[name].higher_is_better, "kind": "set", "available": True,
+                         "reason": "", "spread": value.get("spread")}
+    for name, reason in unavailable.items():
+        metrics[name] = {"mean": None, "sem": None, "ci95": [None, None], "n": 0,
+                         "higher_is_better": METRICS[name].higher_is_better, "kind": METRICS[name].kind,
+                         "available": False, "reason": str(reason), "spread": None}
+
+    out_dir = Path(out_dir)
+    if eval_cfg["n_figure_examples"] > 0 and protocol != "table2":
+        j = min(eval_cfg["n_figure_examples"], n)
+        save_npz_atomic(out_dir / "examples.npz", mixtures=mixtures[:j].numpy(), sources=sources[:j].numpy(),
+                        estimates=est[:j].numpy())
+    header = {
+        "profile": run_cfg["profile"], "dataset": run_cfg["dataset"], "method": run_cfg["method"],
+        "variant": run_cfg.get("variant", ""), "seed": run_cfg["seed"], "protocol": protocol,
+        "config_hash": config_hash(run_cfg), "dataset_hash": evalset.content_hash,
+        "model_hash": file_sha256(Path(model_path)), "n_items": int(n * k), "n_mixtures": int(n),
+        "runtime_s": round(time.time() - t0, 3), "method_info": registry().get(run_cfg["method"]).metadata(),
+    }
+    return write_run_results(out_dir, header=header, items=items, metrics=metrics)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m surfbench.evaluate", description="Evaluate one trained surfbench run.")
+    ap.add_argument("--run-config", required=True)
+    ap.add_argument("--eval-config-json", required=True, help="the profile's validated `evaluation` section as JSON")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--protocol", required=True, choices=sorted(PROTOCOL_SPLIT))
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache-dir", default="work/cache")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    import json
+
+    run_cfg = yaml.safe_load(Path(a.run_config).read_text())
+    eval_cfg = json.loads(a.eval_config_json)
+    evaluate(run_cfg, eval_cfg, a.model, a.data, a.protocol, a.out_dir, a.device, a.threads, a.cache_dir,
+             progress=not a.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Which jobs a profile needs: the (dataset, method, seed) runs of each paper table.
+
+The Snakefile asks this module for its targets, so the rules stay declarative and the
+same plan can be tested without Snakemake.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import DOMAIN_OF_DATASET, RunId, parse_variant
+from .registry import registry
+
+TABLE_DATASETS = {"1": ("mnist", "cifar10"), "2": ("cifar10",), "4": ("libri2mix",)}
+TABLE_PROTOCOL = {"1": "table1", "2": "table2", "4": "table4", "9": "table1"}
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    run: RunId
+    protocol: str
+    table: str
+
+
+def enabled_methods(cfg: dict) -> list[str]:
+    reg = registry()
+    names = cfg["methods"] if cfg["methods"] is not None else reg.names()
+    return [n for n in names if n not in set(cfg["exclude_methods"])]
+
+
+def methods_for(cfg: dict, table: str, dataset: str) -> list[str]:
+    reg = registry()
+    domain = DOMAIN_OF_DATASET[dataset]
+    out = []
+    for n in enabled_methods(cfg):
+        cls = reg.get(n)
+        if domain in cls.domains and (cls.tables is None or table in cls.tables):
+            out.append(n)
+    return out
+
+
+def ablation_variants(cfg: dict) -> list[str]:
+    """Table 9 variants that differ from the main run (the main run stands for its own values)."""
+    ab, tr = cfg["ablations"], cfg["training"]
+    out = []
+    out += [f"alpha={a:g}" for a in ab["alpha"] if a != tr["ema_alpha"]]
+    out += [f"batch_size={b}" for b in ab["batch_size"] if b != tr["batch_size"]]
+    out += [f"beta={b:g}" for b in ab["beta"]]
+    for v in out:
+        parse_variant(v)
+    return out
+
+
+def main_variant_labels(run_training: dict) -> list[str]:
+    """The Table 9 rows the main run fills: its own alpha, its own batch size, and the linear beta schedule."""
+    labels = [f"alpha={run_training['ema_alpha']:g}", f"batch_size={run_training['batch_size']}"]
+    if run_training["beta_schedule"]["kind"] == "linear":
+        labels.append("beta=schedule")
+    else:
+        labels.append(f"beta={run_training['beta_schedule']['value']:g}")
+    return labels
+
+
+def eval_jobs(cfg: dict) -> list[EvalJob]:
+    jobs: list[EvalJob] = []
+    for table in cfg["tables"]:
+        if table == "9":
+            ds = cfg["ablations"]["dataset"]
+            if not cfg["datasets"][ds]["enabled"]:
+                continue
+            for m in cfg["ablations"]["methods"]:
+                if m not in enabled_methods(cfg):
+                    continue
+                for seed in cfg["seeds"]:
+                    jobs.append(EvalJob(RunId(ds, m, seed), "table1", "9"))
+                    for v in ablation_variants(cfg):
+                        jobs.append(EvalJob(RunId(ds, m, seed, v), "table1", "9"))
+            continue
+        for ds in TABLE_DATASETS[table]:
+            if not cfg["datasets"][ds]["enabled"]:
+                continue
+            for m in methods_for(cfg, table, ds):
+                for seed in cfg["seeds"]:
+                    jobs.append(EvalJob(RunId(ds, m, seed), TABLE_PROTOCOL[table], table))
+    return jobs
+
+
+def runs(cfg: dict) -> list[RunId]:
+    """Every training run, teachers included, without duplicates."""
+    seen: dict[RunId, None] = {}
+    reg = registry()
+    for job in eval_jobs(cfg):
+        seen[job.run] = None
+        teacher = reg.get(job.run.method).teacher
+        if teacher:
+            seen[RunId(job.run.dataset, teacher, job.run.seed)] = None
+    return list(seen)
+
+
+def datasets(cfg: dict) -> list[str]:
+    return sorted({r.dataset for r in runs(cfg)})

@@ -1,0 +1,145 @@
+"""The results store: one ``metrics.json`` (+ ``items.csv``) per run, versioned and written atomically.
+
+``metrics.json`` (schema version 1)::
+
+    {"schema_version": 1, "surfbench_version": ..., "git_commit": ..., "profile": ..., "dataset": ...,
+     "method": ..., "variant": ..., "seed": ..., "protocol": "table1" | "table2" | ...,
+     "config_hash": ..., "dataset_hash": ..., "model_hash": ..., "n_items": ..., "runtime_s": ...,
+     "metrics": {name: {"mean", "sem", "ci95": [lo, hi], "n", "higher_is_better", "kind": "item"|"set",
+                        "available": bool, "reason": str, "spread": float|null}},
+     "method_info": {display_name, supervised, generative, citation}}
+
+``items.csv`` holds the per-item values (one row per separated image / source).  It is
+written first and ``metrics.json`` last, so a ``metrics.json`` only exists beside a
+complete ``items.csv``: an evaluation killed midway leaves no file that looks complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+
+SCHEMA_VERSION = 1
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def summarize(values, higher_is_better: bool, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean, standard error and a 95% percentile-bootstrap interval of the mean (NaNs refused)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("summarize: no values")
+    if not np.isfinite(v).all():
+        raise ValueError(f"summarize: {int((~np.isfinite(v)).sum())} non-finite per-item values")
+    mean = float(v.mean())
+    sem = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else 0.0
+    rng = np.random.default_rng(seed)
+    if v.size > 1:
+        idx = rng.integers(0, v.size, size=(n_boot, v.size))
+        boots = v[idx].mean(1)
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+    else:
+        lo = hi = mean
+    return {"mean": mean, "sem": sem, "ci95": [float(lo), float(hi)], "n": int(v.size),
+            "higher_is_better": bool(higher_is_better), "kind": "item", "available": True, "reason": "", "spread": None}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_run_results(out_dir: str | Path, *, header: dict, items: pd.DataFrame, metrics: dict) -> Path:
+    """Write ``items.csv`` then ``metrics.json`` atomically; returns the metrics path."""
+    out_dir = Path(out_dir)
+    _atomic_write_text(out_dir / "items.csv", items.to_csv(index=False))
+    blob = {"schema_version": SCHEMA_VERSION, "surfbench_version": __version__, "git_commit": git_commit(),
+            **header, "metrics": metrics}
+    path = out_dir / "metrics.json"
+    _atomic_write_text(path, json.dumps(blob, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- loading (every schema version)
+def _upgrade(blob: dict, path: Path) -> dict:
+    v = blob.get("schema_version")
+    if v is None:
+        raise ValueError(f"{path}: no schema_version; not a surfbench metrics file")
+    if v > SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {v} is newer than this surfbench ({SCHEMA_VERSION}); upgrade surfbench")
+    # version 1 is the first; later versions add an upgrade step here (v -> v+1) and keep old fixtures in tests/
+    return blob
+
+
+def load_metrics(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        blob = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); delete it and rerun the evaluation") from e
+    return _upgrade(blob, path)
+
+
+def collect(results_root: str | Path, profile: str) -> pd.DataFrame:
+    """Every run's metrics as a long frame (one row per run and metric)."""
+    rows = []
+    root = Path(results_root) / profile
+    for path in sorted(root.glob("**/metrics.json")):
+        blob = load_metrics(path)
+        info = blob.get("method_info", {})
+        for name, m in blob["metrics"].items():
+            rows.append({
+                "protocol": blob["protocol"], "dataset": blob["dataset"], "method": blob["method"],
+                "variant": blob.get("variant", ""), "seed": blob["seed"], "metric": name,
+                "mean": m.get("mean"), "ci_low": (m.get("ci95") or [None, None])[0], "ci_high": (m.get("ci95") or [None, None])[1],
+                "spread": m.get("spread"), "higher_is_better": m["higher_is_better"], "available": m["available"],
+                "reason": m.get("reason", ""), "display_name": info.get("display_name", blob["method"]),
+                "supervised": info.get("supervised"), "generative": info.get("generative"), "path": str(path),
+            })
+    return pd.DataFrame(rows)
+
+
+def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """Across seeds: mean of the per-seed means and a 95% t-interval (one seed: that run's own bootstrap interval)."""
+    from scipy import stats
+
+    if df.empty:
+        return df
+    keys = ["protocol", "dataset", "method", "variant", "metric"]
+    out = []
+    for key, g in df.groupby(keys, dropna=False, sort=True):
+        first = g.iloc[0]
+        avail = g[g["available"]]
+        row = dict(zip(keys, key))
+        row.update(higher_is_better=bool(first["higher_is_better"]), display_name=first["display_name"],
+                   supervised=first["supervised"], generative=first["generative"], n_seeds=len(avail))
+        if avail.empty:
+            row.update(mean=np.nan, ci_low=np.nan, ci_high=np.nan, available=False,
+                       reason="; ".join(sorted(set(g["reason"].astype(str)))), spread=np.nan)
+        elif len(avail) == 1:
+            a = avail.iloc[0]
+            row.update(mean=a["mean"], ci_low=a["ci_low"], ci_high=a["ci_high"], available=True, reason="", spread=a["spread"])
+        else:
+            vals = avail["mean"].astype(float).to_numpy()
+            half = stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / np.sqrt(len(vals))
+            row.update(mean=vals.mean(), ci_low=vals.mean() - half, ci_high=vals.mean() + half, available=True,
+                       reason="", spread=np.nan)
+        out.append(row)
+    return pd.DataFrame(out)

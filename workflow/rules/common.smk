@@ -1,0 +1,45 @@
+# Paths, wildcard constraints and the small helpers every rule uses.
+import json
+import shlex
+
+from surfbench import plan
+from surfbench.config import RunId, config_hash, resolve_run
+from surfbench.registry import registry
+
+PROFILE = CFG["profile"]
+DATA = f"{CFG['paths']['data']}/{PROFILE}"
+RES = f"{CFG['paths']['results']}/{PROFILE}"
+WORK = f"{CFG['paths']['work']}/{PROFILE}"
+REPORT = f"{CFG['paths']['report']}/{PROFILE}"
+LOGS = f"logs/{PROFILE}"
+BENCH = f"benchmarks/{PROFILE}"
+
+wildcard_constraints:
+    dataset="mnist|cifar10|libri2mix",
+    method=r"[A-Za-z0-9_]+(@[A-Za-z0-9_.=]+)?",
+    seed=r"\d+",
+
+
+def run_of(wc) -> RunId:
+    m, v = RunId.parse_method_dir(wc.method)
+    return RunId(wc.dataset, m, int(wc.seed), v)
+
+
+def resolved(wc) -> dict:
+    return resolve_run(CFG, run_of(wc))
+
+
+def run_dir(run: RunId) -> str:
+    return f"{RES}/{run.dataset}/{run.method_dir}/seed{run.seed}"
+
+
+def as_json_arg(obj) -> str:
+    return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def launcher(kind: str) -> str:
+    """python, or torchrun when a training job has more than one GPU."""
+    n = CFG["gpus_per_job"]
+    if kind == "train" and n > 1:
+        return f"torchrun --standalone --nproc-per-node {n} -m"
+    return "python -m"

@@ -1,0 +1,43 @@
+# Tables (LaTeX + Markdown leaderboard + PDF where pdflatex exists) and figure grids.
+
+TABLE_FILES = [f"{REPORT}/table{t}.tex" for t in CFG["tables"]]
+FIGURE_DATASETS = sorted({j.run.dataset for j in plan.eval_jobs(CFG) if j.protocol == "table1"})
+
+
+rule tables:
+    input:
+        metrics=[eval_target(j) for j in plan.eval_jobs(CFG)],
+    output:
+        tables=TABLE_FILES,
+        leaderboard=f"{REPORT}/leaderboard.md",
+    log:
+        f"{LOGS}/report/tables.log",
+    benchmark:
+        f"{BENCH}/report/tables.tsv"
+    params:
+        cfg=as_json_arg(CFG),
+    shell:
+        "python -m surfbench.cli report --config-json {params.cfg} > {log} 2>&1"
+
+
+def figure_inputs(wc):
+    return [f"{run_dir(j.run)}/metrics.json" for j in plan.eval_jobs(CFG)
+            if j.protocol == "table1" and j.run.dataset == wc.dataset and not j.run.variant]
+
+
+rule figure:
+    input:
+        figure_inputs,
+    output:
+        report(f"{REPORT}/figures/{{dataset}}.png", caption="../report/figure.rst", category="Figures"),
+    log:
+        f"{LOGS}/report/figure_{{dataset}}.log",
+    params:
+        runs=lambda wc, input: " ".join(str(Path(p).parent) for p in input),
+    shell:
+        "python -m surfbench.cli figure --dataset {wildcards.dataset} --runs {params.runs} --out {output} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        [f"{REPORT}/figures/{d}.png" for d in FIGURE_DATASETS if d != "libri2mix"],

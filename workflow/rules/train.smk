@@ -1,0 +1,53 @@
+# One training job per (dataset, method[@ablation variant], seed).  Resumable checkpoints live
+# in work/<profile>/ckpt/... (keyed by wildcards and config hash), outside the declared outputs,
+# so a killed or failed job continues from its last checkpoint when rerun.
+
+
+rule run_config:
+    output:
+        f"{RES}/{{dataset}}/{{method}}/seed{{seed}}/config.yaml",
+    params:
+        cfg=lambda wc: resolved(wc),
+    log:
+        f"{LOGS}/config/{{dataset}}/{{method}}/seed{{seed}}.log",
+    run:
+        from surfbench.cli import write_yaml_atomic
+
+        write_yaml_atomic(output[0], params.cfg)
+
+
+def teacher_model(wc):
+    run = run_of(wc)
+    teacher = registry().get(run.method).teacher
+    return [f"{run_dir(RunId(run.dataset, teacher, run.seed))}/model.pt"] if teacher else []
+
+
+rule train_model:
+    input:
+        cfg=f"{RES}/{{dataset}}/{{method}}/seed{{seed}}/config.yaml",
+        data=f"{DATA}/{{dataset}}/manifest.json",
+        teacher=teacher_model,
+    output:
+        f"{RES}/{{dataset}}/{{method}}/seed{{seed}}/model.pt",
+    log:
+        f"{LOGS}/train/{{dataset}}/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/train/{{dataset}}/{{method}}/seed{{seed}}.tsv"
+    threads: CFG["threads_per_job"]
+    resources:
+        gpu=CFG["gpus_per_job"],
+    params:
+        launcher=launcher("train"),
+        ckpt=lambda wc: f"{WORK}/ckpt/{wc.dataset}/{wc.method}/seed{wc.seed}/{config_hash(resolved(wc))}",
+        teacher=lambda wc, input: f"--teacher {input.teacher[0]}" if input.teacher else "",
+        data=lambda wc: f"{DATA}/{wc.dataset}",
+        device=CFG["device"],
+    shell:
+        "{params.launcher} surfbench.train --run-config {input.cfg} --data {params.data} --out {output} "
+        "--ckpt-dir {params.ckpt} {params.teacher} --device {params.device} --threads {threads} --no-progress "
+        "> {log} 2>&1"
+
+
+rule train:
+    input:
+        [f"{run_dir(r)}/model.pt" for r in plan.runs(CFG)],
