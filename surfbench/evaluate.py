@@ -68,8 +68,8 @@ def _image_metrics(est, ref, k, protocol, ecfg, cache_dir, set_id, device):
     wanted = list(ecfg["image_metrics"])
     if protocol == "table2":
         wanted = [m for m in wanted if m in TABLE2_METRICS]
-    options = {"metrics": wanted, "lpips_net": ecfg["lpips_net"], "device": device, "cache_dir": str(cache_dir),
-               "set_id": set_id}
+    options = {"metrics": wanted, "lpips_net": ecfg["lpips_net"], "lpips_resize": ecfg["lpips_resize"],
+               "device": str(device), "cache_dir": str(cache_dir), "set_id": set_id}
     return evaluate_images(est, ref, k, options)
 
 
@@ -117,9 +117,12 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
         metrics[name] = summarize(values, METRICS[name].higher_is_better, eval_cfg["bootstrap_samples"],
                                   seed=derive_seed(run_cfg["seed"], "bootstrap", name) % (2**32))
     for name, value in set_level.items():
-        metrics[name] = {"mean": float(value["value"]), "sem": None, "ci95": [None, None], "n": int(n * k),
+        if name.endswith("_std") or name in unavailable or not isinstance(value, (int, float)):
+            continue  # spreads ride along with their metric; unavailable ones are recorded below
+        spread = set_level.get(f"{name}_std")
+        metrics[name] = {"mean": float(value), "sem": None, "ci95": [None, None], "n": int(n * k),
                          "higher_is_better": METRICS[name].higher_is_better, "kind": "set", "available": True,
-                         "reason": "", "spread": value.get("spread")}
+                         "reason": "", "spread": float(spread) if spread is not None else None}
     for name, reason in unavailable.items():
         metrics[name] = {"mean": None, "sem": None, "ci95": [None, None], "n": 0,
                          "higher_is_better": METRICS[name].higher_is_better, "kind": METRICS[name].kind,

@@ -110,6 +110,15 @@ def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device) -> tor
     return g / g.sum()
 
 
+def _valid_filter_matrix(n: int, g: torch.Tensor) -> torch.Tensor:
+    """``[n - k + 1, n]`` matrix ``M`` with ``(M @ v)[i] = sum_j g[j] v[i + j]`` (a 'valid' 1-D correlation)."""
+    k = g.numel()
+    rows = torch.arange(n - k + 1, device=g.device)[:, None]
+    m = torch.zeros(n - k + 1, n, dtype=g.dtype, device=g.device)
+    m[rows, rows + torch.arange(k, device=g.device)[None, :]] = g
+    return m
+
+
 def ssim(
     est: torch.Tensor,
     ref: torch.Tensor,
@@ -118,7 +127,7 @@ def ssim(
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
-    batch_size: int = 1024,
+    batch_size: int = 64,
 ) -> torch.Tensor:
     """Per-image SSIM (Wang et al. 2004), ``[N]`` float64.
 
@@ -133,16 +142,17 @@ def ssim(
     if h < win_size or w < win_size:
         raise ValueError(f"ssim: images {h}x{w} are smaller than the {win_size}x{win_size} window")
     g = _gaussian_window(win_size, sigma, torch.float64, e.device)
-    gx, gy = g.view(1, 1, 1, win_size), g.view(1, 1, win_size, 1)
+    # The separable Gaussian filter, 'valid' region only, as two small matrix products
+    # (faster than conv2d in float64 on the CPU): filt = Mh @ img @ Mw^T.
+    mh, mwt = _valid_filter_matrix(h, g), _valid_filter_matrix(w, g).T
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     out = []
     for s in range(0, n, batch_size):
         x = e[s : s + batch_size].double()
         y = r[s : s + batch_size].double()
-        m = x.shape[0]
-        # Five maps filtered at once: x, y, x^2, y^2, xy -> [m*5*c, 1, h, w].
-        stack = torch.stack([x, y, x * x, y * y, x * y], dim=1).reshape(m * 5 * c, 1, h, w)
-        filt = F.conv2d(F.conv2d(stack, gx), gy).reshape(m, 5, c, h - win_size + 1, w - win_size + 1)
+        # Five maps filtered at once: x, y, x^2, y^2, xy -> [m, 5, c, h, w].
+        stack = torch.stack([x, y, x * x, y * y, x * y], dim=1)
+        filt = mh @ stack @ mwt  # [m, 5, c, h - win + 1, w - win + 1]
         mu_x, mu_y, xx, yy, xy = filt.unbind(1)
         var_x = xx - mu_x * mu_x
         var_y = yy - mu_y * mu_y
@@ -410,7 +420,7 @@ class ImageEvalOptions:
     device: str = "cpu"
     cache_dir: str | None = None  #: reference-feature cache for FID/KID
     set_id: str | None = None  #: names the evaluation set in that cache
-    batch_size: int = 256  #: SSIM / LPIPS chunk
+    batch_size: int = 256  #: LPIPS chunk
     fid_batch_size: int = 64
     isc_splits: int = 10
 
@@ -474,7 +484,7 @@ def evaluate_images(
     if "psnr" in wanted:
         per_item["psnr"] = psnr(est_flat, ref_flat).cpu().numpy()
     if "ssim" in wanted:
-        per_item["ssim"] = ssim(est_flat, ref_flat, batch_size=opt.batch_size).cpu().numpy()
+        per_item["ssim"] = ssim(est_flat, ref_flat).cpu().numpy()
     if "lpips" in wanted:
         try:
             per_item["lpips"] = (

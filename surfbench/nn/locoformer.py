@@ -45,7 +45,7 @@ Design decisions where the papers give no detail are marked **(choice)**:
 * CMHSA convolutions are depthwise **(choice)**: with depthwise Q/K/V convolutions and
   TF-Locoformer's macaron FFNs of hidden size 3D, the Libri2Mix configuration has
   ~35-38M parameters, matching the paper's "36M" (full Q/K/V convolutions would give
-  ~50M).  See :data:`MB_TFLOCOFORMER_PRESETS`.
+  ~47M).  See :data:`MB_TFLOCOFORMER_PRESETS`.
 * The band merge outputs the complex (compressed) spectrogram directly, not a mask:
   a flow velocity ``x1 - x0`` is not a masked version of ``x_t``.
 * Time conditioning (flow only): sinusoidal embedding of ``1000 t`` -> 2-layer MLP ->
@@ -73,7 +73,7 @@ Paper configuration (``preset="libri2mix"``, the default): D=192, 6 blocks, 80 m
 bands, 4 heads, FFN hidden 576 -> 37.6M parameters (flow), 34.9M (regression); the
 AudioSet configuration (``preset="audioset"``, D=384) has ~4x as many (149.7M / 138.9M): with
 the published hyper-parameters it cannot have the 36M parameters that Table 8 states
-(the paper repeats Table 7's caption); ``preset="audioset36m"`` is a D=384 variant with
+(presumably Table 7's caption repeated); ``preset="audioset36m"`` is a D=384 variant with
 smaller FFNs (hidden 1.125D, single FFN per sub-block, 128-d t-embedding) that does
 land near 36M (37.7M flow, 35.3M regression), offered
 for when a parameter-matched AudioSet model is wanted.  ``preset="tiny"`` (D=16, 1
@@ -131,7 +131,7 @@ def energy_normalized_hamming(n_fft: int, hop: int) -> torch.Tensor:
     the STFT preserves signal energy (Parseval), so the spectral coefficients live on
     the waveform's scale whatever the frame size.
     """
-    w = torch.hamming_window(n_fft, periodic=True, dtype=torch.float64)
+    w = torch.hamming_window(n_fft, periodic=True, dtype=torch.float64, device="cpu")
     w = w * math.sqrt(hop / float((w ** 2).sum()))
     return w.float()
 
@@ -630,6 +630,8 @@ def build_mb_tflocoformer(role: str, n_sources: int, data_shape: tuple[int, ...]
                           **kwargs) -> MBTFLocoformer:
     """Registry builder: ``preset`` in :data:`MB_TFLOCOFORMER_PRESETS`, other kwargs override it.
 
+    ``embed_dim`` is accepted as an alias of ``dim`` (Table 7's "Feature Embedding Dim.").
+
     ``role="flow"`` -> :class:`MBTFLocoformerFlow`; ``role="regression"`` ->
     :class:`MBTFLocoformerRegression`; ``"score"`` is not supported (audio has no BASIS track).
     """
@@ -637,6 +639,11 @@ def build_mb_tflocoformer(role: str, n_sources: int, data_shape: tuple[int, ...]
         raise ValueError(f"mb_tflocoformer separates mono waveforms (data_shape=(T,)), got {data_shape}")
     if preset not in MB_TFLOCOFORMER_PRESETS:
         raise KeyError(f"unknown mb_tflocoformer preset {preset!r}; choose from {sorted(MB_TFLOCOFORMER_PRESETS)}")
+    if "embed_dim" in kwargs:  # the paper's "Feature Embedding Dim." is an alias of ``dim``
+        embed_dim = kwargs.pop("embed_dim")
+        if "dim" in kwargs and kwargs["dim"] != embed_dim:
+            raise ValueError(f"embed_dim={embed_dim} and dim={kwargs['dim']} disagree")
+        kwargs["dim"] = embed_dim
     cfg = {**MB_TFLOCOFORMER_PRESETS[preset], **kwargs}
     if "tspa_kernel" in cfg:
         cfg["tspa_kernel"] = tuple(cfg["tspa_kernel"])

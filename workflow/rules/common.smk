@@ -1,6 +1,7 @@
 # Paths, wildcard constraints and the small helpers every rule uses.
 import json
 import shlex
+import sys
 
 from surfbench import plan
 from surfbench.config import RunId, config_hash, resolve_run
@@ -37,9 +38,13 @@ def as_json_arg(obj) -> str:
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
+# the interpreter running Snakemake (the project's venv), so jobs never pick another python
+PY = shlex.quote(sys.executable)
+
+
 def launcher(kind: str) -> str:
-    """python, or torchrun when a training job has more than one GPU."""
+    """python -m, or torchrun when a training job has more than one GPU."""
     n = CFG["gpus_per_job"]
     if kind == "train" and n > 1:
-        return f"torchrun --standalone --nproc-per-node {n} -m"
-    return "python -m"
+        return f"{PY} -m torch.distributed.run --standalone --nproc-per-node {n} -m"
+    return f"{PY} -m"

@@ -20,7 +20,7 @@ rule prepare_data:
         out=lambda wc: f"{DATA}/{wc.dataset}",
     threads: 1
     shell:
-        "python -m surfbench.cli prepare --dataset {wildcards.dataset} --config-json {params.cfg} "
+        "{PY} -m surfbench.cli prepare --dataset {wildcards.dataset} --config-json {params.cfg} "
         "--out {params.out} > {log} 2>&1"
 
 

@@ -8,9 +8,6 @@ def eval_target(job) -> str:
     return f"{run_dir(job.run)}/{PROTOCOL_DIR[job.protocol]}metrics.json"
 
 
-EVAL_COMMON = dict(
-    threads=CFG["threads_per_job"],
-)
 
 
 rule evaluate_run:
@@ -20,7 +17,7 @@ rule evaluate_run:
         data=f"{DATA}/{{dataset}}/manifest.json",
     output:
         metrics=f"{RES}/{{dataset}}/{{method}}/seed{{seed}}/metrics.json",
-        items=f"{RES}/{{dataset}}/{{method}}/seed{{seed}}/items.csv",
+        percsv=f"{RES}/{{dataset}}/{{method}}/seed{{seed}}/items.csv",
     log:
         f"{LOGS}/evaluate/{{dataset}}/{{method}}/seed{{seed}}.log",
     benchmark:
@@ -34,7 +31,7 @@ rule evaluate_run:
         cache=f"{WORK}/cache",
         device=CFG["device"],
     shell:
-        "python -m surfbench.evaluate --run-config {input.cfg} --eval-config-json {params.eval_cfg} "
+        "{PY} -m surfbench.evaluate --run-config {input.cfg} --eval-config-json {params.eval_cfg} "
         "--model {input.model} --data {params.data} --protocol {params.protocol} --out-dir {params.out} "
         "--cache-dir {params.cache} --device {params.device} --threads {threads} --no-progress > {log} 2>&1"
 
@@ -46,7 +43,7 @@ rule evaluate_table2:
         data=f"{DATA}/{{dataset}}/manifest.json",
     output:
         metrics=f"{RES}/{{dataset}}/{{method}}/seed{{seed}}/table2/metrics.json",
-        items=f"{RES}/{{dataset}}/{{method}}/seed{{seed}}/table2/items.csv",
+        percsv=f"{RES}/{{dataset}}/{{method}}/seed{{seed}}/table2/items.csv",
     log:
         f"{LOGS}/evaluate_table2/{{dataset}}/{{method}}/seed{{seed}}.log",
     benchmark:
@@ -59,7 +56,7 @@ rule evaluate_table2:
         cache=f"{WORK}/cache",
         device=CFG["device"],
     shell:
-        "python -m surfbench.evaluate --run-config {input.cfg} --eval-config-json {params.eval_cfg} "
+        "{PY} -m surfbench.evaluate --run-config {input.cfg} --eval-config-json {params.eval_cfg} "
         "--model {input.model} --data {params.data} --protocol table2 --out-dir {params.out} "
         "--cache-dir {params.cache} --device {params.device} --threads {threads} --no-progress > {log} 2>&1"
 

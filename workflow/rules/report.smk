@@ -7,6 +7,7 @@ FIGURE_DATASETS = sorted({j.run.dataset for j in plan.eval_jobs(CFG) if j.protoc
 rule tables:
     input:
         metrics=[eval_target(j) for j in plan.eval_jobs(CFG)],
+        figures=lambda wc: rules.figures.input,
     output:
         tables=TABLE_FILES,
         leaderboard=f"{REPORT}/leaderboard.md",
@@ -17,7 +18,7 @@ rule tables:
     params:
         cfg=as_json_arg(CFG),
     shell:
-        "python -m surfbench.cli report --config-json {params.cfg} > {log} 2>&1"
+        "{PY} -m surfbench.cli report --config-json {params.cfg} > {log} 2>&1"
 
 
 def figure_inputs(wc):
@@ -35,7 +36,7 @@ rule figure:
     params:
         runs=lambda wc, input: " ".join(str(Path(p).parent) for p in input),
     shell:
-        "python -m surfbench.cli figure --dataset {wildcards.dataset} --runs {params.runs} --out {output} > {log} 2>&1"
+        "{PY} -m surfbench.cli figure --dataset {wildcards.dataset} --runs {params.runs} --out {output} > {log} 2>&1"
 
 
 rule figures:
