@@ -32,6 +32,20 @@ PathLike = Union[str, os.PathLike]
 WRITE_SUBTYPES = ("FLOAT", "PCM_16")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where possible (os.umask is a set-and-restore race)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class BadInputError(ValueError):
     """An input file (audio, dataset layout) is missing or unusable.
 
@@ -175,6 +189,7 @@ def write_audio(path: PathLike, x, sr: int, subtype: str = "FLOAT") -> Path:
     os.close(fd)
     try:
         sf.write(tmp, frames, int(sr), subtype=subtype, format="WAV")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, p)
     except BaseException:
         try:

@@ -8,6 +8,7 @@
     surfbench weights [--fetch] [--from DIR] [--json]   pretrained weights of the metrics
     surfbench separate --run RUN INPUT... --out DIR      separate your own mixtures
     surfbench bench step [...]              time per training step of the methods, side by side
+    surfbench golden [--update] [--profile ci] [--results results]   golden regression of the ci profile
 """
 from __future__ import annotations
 
@@ -108,6 +109,12 @@ def cmd_bench(args) -> int:
     return bench_main(args.rest)
 
 
+def cmd_golden(args) -> int:
+    from .golden import run
+
+    return run(args.results, args.profile, args.golden_dir, do_update=args.update)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="surfbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -144,6 +151,12 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", help="benchmarks (surfbench bench step --help)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser("golden", help="check the results against the golden files (tests/golden/<profile>)")
+    p.add_argument("--update", action="store_true", help="rewrite the golden files from the results (on purpose)")
+    p.add_argument("--profile", default="ci")
+    p.add_argument("--results", default="results", help="results root (results/<profile>/... below it)")
+    p.add_argument("--golden-dir", default="tests/golden", help="golden root (<golden-dir>/<profile>/... below it)")
+    p.set_defaults(fn=cmd_golden)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)

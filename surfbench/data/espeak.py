@@ -35,6 +35,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -171,15 +172,17 @@ class EspeakSynth:
     """Client of the zygote process.  Use :func:`get_synth` for the shared instance."""
 
     def __init__(self):
-        env = dict(os.environ)
+        # stderr goes to a file, not a pipe: eSpeak warnings must never fill a pipe and block the zygote.
+        self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-u", os.path.abspath(__file__), "--serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
         )
         status, payload = self._read_frame()
         if status != 0:
             raise RuntimeError(f"eSpeak NG zygote failed to start: {payload.decode(errors='replace')}")
         info = json.loads(payload)
+        self.owner_pid = os.getpid()  # a forked copy of this client must not share the zygote's pipes
         self.sample_rate = int(info["sample_rate"])
         self.version = str(info["version"])
 
@@ -191,7 +194,9 @@ class EspeakSynth:
             err = b""
             try:
                 self.proc.kill()
-                err = self.proc.stderr.read() or b""
+                self.proc.wait()
+                self._stderr.seek(0)
+                err = self._stderr.read() or b""
             except Exception:
                 pass
             raise RuntimeError("eSpeak NG zygote process ended unexpectedly; its stderr:\n"
@@ -220,7 +225,7 @@ class EspeakSynth:
             except Exception:
                 self.proc.kill()
                 self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
             try:
                 stream.close()
             except Exception:
@@ -236,7 +241,7 @@ def get_synth() -> EspeakSynth:
     """The process-wide synthesiser (zygote started on first call, stopped at exit)."""
     global _SYNTH
     with _LOCK:
-        if _SYNTH is None or _SYNTH.proc.poll() is not None:
+        if _SYNTH is None or _SYNTH.owner_pid != os.getpid() or _SYNTH.proc.poll() is not None:
             _SYNTH = EspeakSynth()
             atexit.register(_SYNTH.close)
         return _SYNTH

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from surfbench.audio_io import BadInputError, write_audio
+from surfbench.audio_io import BadInputError, _umask, write_audio
 from surfbench.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -210,6 +210,7 @@ def _save_npy_atomic(path: Path, a: np.ndarray) -> None:
     try:
         with open(tmp, "wb") as f:
             np.save(f, a)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

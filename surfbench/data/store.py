@@ -144,6 +144,8 @@ def load_split(data_dir: str | Path, split: str) -> SourceSet:
     data_dir = Path(data_dir)
     arrays = _load_npz(data_dir / f"{split}.npz")
     h = array_hash(arrays)
+    if "librimix_index" in arrays:
+        return _librimix_train(arrays["librimix_index"], h)
     if "sources" in arrays:
         src = arrays["sources"]
         _check_finite(src, data_dir / f"{split}.npz")
@@ -159,3 +161,28 @@ def _check_finite(a: np.ndarray, path: Path) -> None:
     if not np.isfinite(a).all():
         bad = int((~np.isfinite(a)).sum())
         raise ValueError(f"{path}: {bad} NaN/Inf values in the sources; the prepared data is corrupt — delete it and rerun `snakemake data`")
+
+
+class _LibriTrainSet(SourceSet):
+    """Libri2Mix training mixtures streamed from disk (too large for memory at paper scale)."""
+
+    def __init__(self, dataset, content_hash: str):
+        super().__init__("audio", 2, (dataset.segment,), content_hash)
+        self._ds = dataset
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def get_batch(self, idx) -> torch.Tensor:
+        return torch.stack([self._ds[int(i)][1] for i in idx]).float()
+
+
+def _librimix_train(index_bytes: np.ndarray, content_hash: str) -> SourceSet:
+    from .librimix import Libri2MixDataset
+
+    index = json.loads(bytes(index_bytes).decode())
+    ds = Libri2MixDataset(index["root"], index["split"], segment_seconds=index["clip_seconds"],
+                          sample_rate=index["sample_rate"])
+    if index["n"] < len(ds):
+        ds.rows = ds.rows[: index["n"]]
+    return _LibriTrainSet(ds, content_hash)

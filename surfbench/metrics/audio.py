@@ -202,16 +202,23 @@ def _cpu_chunk(args) -> dict:
     return {"values": out, "pesq_errors": errors}
 
 
+#: Objects inherited through fork that must never be freed in a worker (see :func:`_worker_init`).
+_INHERITED_KEEPALIVE: list = []
+
+
 def _worker_init() -> None:
-    # A forked worker must not reuse the parent's onnxruntime session (its thread
-    # pool does not survive fork): drop it so speechmos builds a fresh one here.
+    # A forked worker must not use the parent's onnxruntime session (its thread
+    # pool does not survive fork), and must not free it either (destroying its
+    # inherited thread pool blocks forever): keep a reference, and let speechmos
+    # build a fresh session in this process.
     try:
         from speechmos import dnsmos
 
-        dnsmos.dnsmos = None
+        if dnsmos.dnsmos is not None:
+            _INHERITED_KEEPALIVE.append(dnsmos.dnsmos)
+            dnsmos.dnsmos = None
     except Exception:
         pass
-    torch.set_num_threads(1)
 
 
 def default_workers() -> int:

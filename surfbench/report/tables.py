@@ -320,6 +320,11 @@ def build_model(table_id, ours, reference: pd.DataFrame | None, profile: str, no
     )
 
 
+#: rows that are references, not methods: never ranked among the unsupervised methods
+#: (the unseparated mixture; Table 2 ranks all rows, as the paper does)
+REFERENCE_METHODS = frozenset({"average"})
+
+
 def _rank(layout: Layout, rows: list[RowModel], ncols: int) -> None:
     if layout.rank_scope == "group":
         scopes: dict[str, list[RowModel]] = {}
@@ -327,7 +332,7 @@ def _rank(layout: Layout, rows: list[RowModel], ncols: int) -> None:
             scopes.setdefault(r.row.group, []).append(r)
         pools = list(scopes.values())
     elif layout.rank_scope == "unsupervised":
-        pools = [[r for r in rows if r.supervised is not True]]
+        pools = [[r for r in rows if r.supervised is not True and r.row.method not in REFERENCE_METHODS]]
     else:
         pools = [rows]
     for pool in pools:
