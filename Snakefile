@@ -11,11 +11,11 @@ from pathlib import Path
 
 import yaml
 
-from surfbench.config import deep_merge, load_config
+from surfbench.config import deep_merge, validate
 
 if not workflow.overwrite_configfiles:  # no --configfile: the tiny profile is the default
     config.update(deep_merge(yaml.safe_load(Path("config/tiny.yaml").read_text()), copy.deepcopy(config)))
-CFG = load_config(overrides=copy.deepcopy(config))
+CFG = validate(copy.deepcopy(config), source=" + ".join(map(str, workflow.overwrite_configfiles or ["config/tiny.yaml"])))
 
 
 include: "workflow/rules/common.smk"

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from .config import DOMAIN_OF_DATASET, RunId, load_config, resolve_run
-from .method import Method, StepContext
+from .method import Method, Phase, StepContext
 from .registry import registry
 from .train import make_batch, pick_device
 
@@ -128,26 +128,34 @@ def _sync(device: torch.device) -> None:
 # ----------------------------------------------------------------------------- the harness
 def time_rounds(steps: dict[str, Callable[[], None]], repeats: int, warmup: int = 1,
                 device: torch.device | str = "cpu", clock: Callable[[], float] = time.perf_counter,
-                progress: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+                progress: Callable[[str], None] | None = None, cpu_times: dict | None = None,
+                cpu_clock: Callable[[], float] = time.process_time) -> dict[str, list[float]]:
     """Wall seconds of ``repeats`` calls of every step function, interleaved in rounds.
 
     Round ``r`` runs every case once, in the case order rotated by ``r`` (so no case is always
     first or last in a round); ``warmup`` unrecorded rounds come first.  CUDA work is
-    synchronised before and after each timed call.
+    synchronised before and after each timed call.  When ``cpu_times`` (a dict) is given it is
+    filled, alike, with the CPU seconds of this process per call (``cpu_clock``): on a shared
+    machine the CPU time of a single-threaded step is far less disturbed by other processes
+    than its wall time (it is meaningless for CUDA work).
     """
     device = torch.device(device)
     labels = list(steps)
     times: dict[str, list[float]] = {k: [] for k in labels}
+    if cpu_times is not None:
+        cpu_times.update({k: [] for k in labels})
     for r in range(warmup + repeats):
         order = labels[r % len(labels):] + labels[:r % len(labels)]
         for label in order:
             _sync(device)
-            t0 = clock()
+            c0, t0 = cpu_clock(), clock()
             steps[label]()
             _sync(device)
-            dt = clock() - t0
+            dt, dc = clock() - t0, cpu_clock() - c0
             if r >= warmup:
                 times[label].append(dt)
+                if cpu_times is not None:
+                    cpu_times[label].append(dc)
         if progress:
             progress(f"round {r + 1}/{warmup + repeats}" + (" (warm-up)" if r < warmup else ""))
     return times
@@ -176,14 +184,23 @@ def summarize(times: dict[str, list[float]], reference: str = REFERENCE, limit: 
     return out
 
 
-def format_table(summary: dict[str, dict], reference: str = REFERENCE) -> str:
-    lines = [f"{'case':<28} {'median ms':>10} {'IQR ms':>9} {'ratio':>7} {'(per-round IQR)':>17}  note",
-             "-" * 86]
+def format_table(summary: dict[str, dict], reference: str = REFERENCE, cpu_summary: dict[str, dict] | None = None) -> str:
+    """Wall-time table (median, IQR, ratio of medians, IQR of the per-round ratios, verdict), plus the
+    CPU-time median and ratio when ``cpu_summary`` is given (the verdict then follows the wall time)."""
+    head = f"{'case':<26} {'wall med ms':>11} {'IQR ms':>9} {'ratio':>6} {'round IQR':>10}"
+    if cpu_summary:
+        head += f" {'cpu med ms':>10} {'ratio':>6}"
+    lines = [head + "  note", "-" * (len(head) + 22)]
     for label, r in summary.items():
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
         spread = (f"{r['round_ratio_q25']:.2f}-{r['round_ratio_q75']:.2f}" if "round_ratio_q25" in r else "")
         note = "reference" if label == reference else (f"{r['verdict']} (<= {r['limit']}x)" if "verdict" in r else "")
-        lines.append(f"{label:<28} {1e3 * r['median_s']:>10.1f} {1e3 * r['iqr_s']:>9.1f} {ratio:>7} {spread:>17}  {note}")
+        line = f"{label:<26} {1e3 * r['median_s']:>11.1f} {1e3 * r['iqr_s']:>9.1f} {ratio:>6} {spread:>10}"
+        if cpu_summary:
+            c = cpu_summary[label]
+            cratio = f"{c['ratio']:.2f}" if "ratio" in c else "-"
+            line += f" {1e3 * c['median_s']:>10.1f} {cratio:>6}"
+        lines.append(line + f"  {note}")
     return "\n".join(lines)
 
 
@@ -232,7 +249,6 @@ def make_case(label: str, method: Method, phase: str, sources: torch.Tensor, dom
     gen.manual_seed(seed)
     case = StepCase(label, method, phase, sources, domain, mixit_cfg, phase_steps, phase_step, generator=gen)
     if phase != "train":
-        from .method import Phase
         method.on_phase_start(Phase(phase, phase_steps), case.context())
     return case
 
@@ -331,9 +347,12 @@ def cmd_step(argv) -> int:
           f"batch {info['batch_size']}, {a.repeats} rounds (+{a.warmup} warm-up), device {device}, "
           f"{torch.get_num_threads()} thread(s)", file=sys.stderr, flush=True)
     t0 = time.time()
+    cpu_times: dict | None = {} if device.type == "cpu" else None
     times = time_rounds({c.label: c.step for c in cases}, a.repeats, a.warmup, device,
-                        progress=lambda s: print(f"  {s} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True))
+                        progress=lambda s: print(f"  {s} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True),
+                        cpu_times=cpu_times)
     summary = summarize(times)
+    cpu_summary = summarize(cpu_times) if cpu_times else None
     try:
         machine["loadavg_end"] = list(os.getloadavg())
     except OSError:
@@ -344,13 +363,15 @@ def cmd_step(argv) -> int:
     print(f"model: {a.model} ({archs}); "
           f"flow params {info['params'].get(REFERENCE, 0) / 1e6:.2f}M; batch {info['batch_size']}; "
           f"teacher Euler steps {info['euler_steps']}; EMA-phase beta {sorted(set(info.get('beta', {}).values()))}")
-    print(format_table(summary))
-    print(f"(ratio = median / median of {REFERENCE}; the SURF expectation is <= {SURF_RATIO_LIMIT}x, "
-          f"information only; total {time.time() - t0:.0f} s)")
+    print(format_table(summary, cpu_summary=cpu_summary))
+    print(f"(ratio = median / median of {REFERENCE}; round IQR = interquartile range of the per-round ratios; "
+          f"cpu = CPU time of this process, less disturbed by other load on a shared machine; "
+          f"the SURF expectation is <= {SURF_RATIO_LIMIT}x on the wall time, information only; "
+          f"total {time.time() - t0:.0f} s)")
     if a.json:
         blob = {"format": "surfbench-bench-step/1", "command": "surfbench bench step " + " ".join(argv),
                 "args": vars(a), "machine": machine, "setup": info, "reference": REFERENCE,
-                "surf_ratio_limit": SURF_RATIO_LIMIT, "cases": summary}
+                "surf_ratio_limit": SURF_RATIO_LIMIT, "cases": summary, "cpu_time_cases": cpu_summary}
         p = Path(a.json)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(p.name + f".tmp{os.getpid()}")

