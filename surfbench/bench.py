@@ -48,7 +48,7 @@ import torch
 from .config import DOMAIN_OF_DATASET, RunId, load_config, resolve_run
 from .method import Method, Phase, StepContext
 from .registry import registry
-from .train import make_batch, pick_device
+from .train import make_batch, optimisation_step, pick_device
 
 #: the issue's expectation for a SURF step relative to a FLOSS step (information only)
 SURF_RATIO_LIMIT = 2.4
@@ -98,26 +98,12 @@ class StepCase:
                            phase_steps=self.phase_steps, generator=self.generator, device=self.method.device)
 
     def step(self) -> None:
-        """The body of ``surfbench.train._loop`` for one iteration (minus logging and checkpoints)."""
-        m, tcfg = self.method, self.method.training_cfg
+        """One iteration exactly as ``surfbench.train`` runs it (minus logging and checkpoints)."""
+        m = self.method
         ctx = self.context()
         batch = make_batch(type(m).training_data, self.sources, self.domain, self.mixit_cfg, self.generator, m.device)
-        m.student.train()
-        loss = m.training_step(batch, ctx)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"bench: {self.label}: loss is {loss.item()}")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tcfg.get("grad_clip", 0) > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, tcfg["grad_clip"])
-        warm = tcfg.get("warmup_steps", 0)
-        if warm > 0:
-            for g in self.opt.param_groups:
-                g["lr"] = tcfg["lr"] * min(1.0, (self.step_no + 1) / warm)
-        self.opt.step()
-        m.after_step(ctx)
+        self.last_loss = optimisation_step(m, batch, ctx, self.opt, self.params)
         self.step_no += 1
-        self.last_loss = float(loss.detach())
 
 
 def _sync(device: torch.device) -> None:

@@ -67,16 +67,18 @@ class RemixingTeacher(Method):
     @torch.no_grad()
     def teacher_estimates(self, mixtures: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         """``X̄ ~ p_θT(X̄ | M)`` (Alg. 1 line 4)."""
-        anchor = self.mixit_estimate(mixtures)
         if ctx.phase == "frozen_teacher":
-            return anchor
+            return self.mixit_estimate(mixtures)
         self.ema.eval()
         if self.student_kind == "regression":
             return self.mixture_consistent(self.ema(mixtures), mixtures)
         # hybrid teacher velocity v_β (App. D.3): straight to the MixIT estimate for t < β
         sigma_z, steps = self.training_cfg["sigma_z"], self.cfg["sampler"]["euler_steps"]
         x0 = start_noise(mixtures, self.n_sources, sigma_z, generator=ctx.generator)
-        v_beta = hybrid_velocity(consistent_velocity(self.ema), anchor, x0, self.beta(ctx))
+        beta = self.beta(ctx)
+        # with β = 0 no step uses the anchor (t ≥ 0 everywhere): skip the MixIT forward pass
+        anchor = self.mixit_estimate(mixtures) if beta > 0 else torch.zeros_like(x0)
+        v_beta = hybrid_velocity(consistent_velocity(self.ema), anchor, x0, beta)
         return euler_sample(v_beta, x0, mixtures, steps)
 
     # ---- evaluation ------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ ends with the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import sys
@@ -153,6 +152,27 @@ def make_batch(kind: str, sources: torch.Tensor, domain: str, mixit_cfg: dict, g
 
 
 # ----------------------------------------------------------------------------- the loop
+def optimisation_step(method: Method, batch: dict, ctx: StepContext, opt: torch.optim.Optimizer, params: list) -> float:
+    """One training iteration: the method's loss, backward, clipping, warm-up, Adam, then ``after_step`` (EMA)."""
+    tcfg = method.training_cfg
+    method.student.train()
+    loss = method.training_step(batch, ctx)
+    if not torch.isfinite(loss):
+        raise TrainingError(f"{method.name}: loss is {loss.item()} at step {ctx.step} (phase {ctx.phase}); "
+                            f"lower training.lr or check the data")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if tcfg["grad_clip"] > 0:
+        torch.nn.utils.clip_grad_norm_(params, tcfg["grad_clip"])
+    if tcfg["warmup_steps"] > 0:
+        for g in opt.param_groups:
+            g["lr"] = tcfg["lr"] * min(1.0, (ctx.step + 1) / tcfg["warmup_steps"])
+    opt.step()
+    method.after_step(ctx)
+    return float(loss.detach())
+
+
+
 def _rng_state(gen: torch.Generator) -> dict:
     st = {"gen": gen.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -264,22 +284,8 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
         if ctx.phase_step == 0:
             method.on_phase_start(phase, ctx)
         batch = make_batch(cls.training_data, trainset.get_batch(stream.next()), trainset.domain, run_cfg["mixit"], gen, dev)
-        method.student.train()
-        loss = method.training_step(batch, ctx)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"{cls.name}: loss is {loss.item()} at step {step} (phase {phase.name}); "
-                                f"lower training.lr or check the data")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tcfg["grad_clip"] > 0:
-            torch.nn.utils.clip_grad_norm_(params, tcfg["grad_clip"])
-        if tcfg["warmup_steps"] > 0:
-            for g in opt.param_groups:
-                g["lr"] = tcfg["lr"] * min(1.0, (step + 1) / tcfg["warmup_steps"])
-        opt.step()
-        method.after_step(ctx)
+        lv = optimisation_step(method, batch, ctx, opt, params)
         step += 1
-        lv = float(loss.detach())
         history.append((step, phase.name, lv))
         if rank == 0:
             rate = (step - s0) / max(time.time() - t0, 1e-9)

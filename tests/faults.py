@@ -90,16 +90,24 @@ def _mixture_consistency_off():
     Method.mixture_consistent = staticmethod(lambda est, mixtures: est)  # FAULT: estimates need not sum to m
 
 
-#: name -> (what is broken, how it is applied, the checks expected to catch it)
+UNIT_FLOW = "tests/test_flow.py"
+UNIT_LOSSES = "tests/test_remix_losses.py"
+SHORT_TRAINING = "tests/test_golden.py::test_short_training_matches_golden_files"
+BATCH_INDEPENDENCE = "tests/test_determinism.py::test_evaluation_does_not_depend_on_batch_size"
+
+#: name -> (what is broken, how it is applied, the checks expected to catch it: pytest targets)
 FAULTS = {
-    "srfm_wrong_axis": ("SR-FM residual summed over the wrong axis", _srfm_wrong_axis),
-    "no_ema": ("EMA update skipped (RemixingTeacher.after_step is a no-op)", _no_ema),
-    "no_pperp": ("P⊥ projection dropped (consistent_velocity returns the raw model output)", _no_pperp),
-    "wrong_unremix": ("remixing inverse uses pi instead of argsort(pi)", _wrong_unremix),
-    "ema_swapped": ("EMA with alpha and 1-alpha swapped", _ema_swapped),
-    "pit_identity": ("PIT alignment skipped (identity permutation)", _pit_identity),
-    "noise_per_batch": ("evaluation noise drawn per batch instead of per item", _noise_per_batch),
-    "mixture_consistency_off": ("regression estimates not projected to sum to the mixture", _mixture_consistency_off),
+    "srfm_wrong_axis": ("SR-FM residual summed over the wrong axis", _srfm_wrong_axis, [UNIT_LOSSES, SHORT_TRAINING]),
+    "no_ema": ("EMA update skipped (RemixingTeacher.after_step is a no-op)", _no_ema, [SHORT_TRAINING]),
+    "no_pperp": ("P⊥ projection dropped (consistent_velocity returns the raw model output)", _no_pperp,
+                 [UNIT_FLOW, UNIT_LOSSES, SHORT_TRAINING]),
+    "wrong_unremix": ("remixing inverse uses pi instead of argsort(pi)", _wrong_unremix, [UNIT_LOSSES, SHORT_TRAINING]),
+    "ema_swapped": ("EMA with alpha and 1-alpha swapped", _ema_swapped, ["tests/test_ema.py"]),
+    "pit_identity": ("PIT alignment skipped (identity permutation)", _pit_identity,
+                     [UNIT_FLOW, UNIT_LOSSES, "tests/test_pit.py"]),
+    "noise_per_batch": ("evaluation noise drawn per batch instead of per item", _noise_per_batch, [BATCH_INDEPENDENCE]),
+    "mixture_consistency_off": ("regression estimates not projected to sum to the mixture", _mixture_consistency_off,
+                                [SHORT_TRAINING]),
 }
 
 
@@ -113,8 +121,7 @@ def pytest_configure(config):
     name = os.environ.get("SURFBENCH_FAULT")
     if name:
         apply(name)
-        config.stash_fault = name
-
+    
 
 def pytest_report_header(config):
     name = os.environ.get("SURFBENCH_FAULT")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from test_determinism import tiny_mnist  # noqa: F401  (fixture)
+
 from surfbench import golden as G
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,3 +145,39 @@ def test_ci_profile_matches_golden_files(tmp_path):
 
     fails = G.check(results, G.load_goldens(GOLDEN_ROOT / "ci"), registry().names())
     assert not fails, "golden regression failed:\n" + "\n".join(fails)
+
+
+# ----------------------------------------------------------------------------- short training regression (slow)
+#: Methods of the short training regression (teachers first); tiny MNIST, 8 steps, EMA alpha 0.5 so
+#: that the EMA phase visibly moves the evaluated weights.  Used by tests/test_fault_sensitivity.py.
+TINY_METHODS = (("mixit", None), ("supervised_regression", None), ("self_remixing", "mixit"),
+                ("surf_self_remixing", "mixit"), ("surf_remixit", "mixit"))
+TINY_PROFILE = "trusttest"
+
+
+def tiny_training_results(root: Path, data: Path) -> dict:
+    from surfbench.evaluate import evaluate
+    from surfbench.train import train
+    from test_determinism import run_config, tiny_cfg
+
+    cfg = tiny_cfg(steps=8, ema_alpha=0.5)
+    res = root / "results" / TINY_PROFILE / "mnist"
+    for method, teacher in TINY_METHODS:
+        rc = run_config(cfg, method)
+        d = res / method / "seed0"
+        train(rc, data, d / "model.pt", root / "ckpt" / method, device="cpu", progress=False,
+              teacher_path=res / teacher / "seed0" / "model.pt" if teacher else None)
+        evaluate(rc, cfg["evaluation"], d / "model.pt", data, "table1", d, device="cpu", cache_dir=root / "cache",
+                 progress=False)
+    return G.extract(root / "results", TINY_PROFILE)
+
+
+@pytest.mark.slow
+def test_short_training_matches_golden_files(tiny_mnist, tmp_path):
+    """Five methods trained 8 steps on tiny MNIST, against tests/golden/trusttest (SURFBENCH_GOLDEN_UPDATE=1 rewrites)."""
+    results = tiny_training_results(tmp_path, tiny_mnist)
+    gdir = GOLDEN_ROOT / TINY_PROFILE
+    if os.environ.get("SURFBENCH_GOLDEN_UPDATE"):
+        G.update(results, gdir)
+    fails = G.check(results, G.load_goldens(gdir))
+    assert not fails, "short training regression failed:\n" + "\n".join(fails)

@@ -9,8 +9,8 @@ rule tables:
         metrics=[eval_target(j) for j in plan.eval_jobs(CFG)],
         figures=lambda wc: rules.figures.input,
     output:
-        tables=TABLE_FILES,
-        leaderboard=f"{REPORT}/leaderboard.md",
+        tables=[report(t, category="Tables", caption="../report/table.rst") for t in TABLE_FILES],
+        leaderboard=report(f"{REPORT}/leaderboard.md", category="Tables", caption="../report/leaderboard.rst"),
     log:
         f"{LOGS}/report/tables.log",
     benchmark:
