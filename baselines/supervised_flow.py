@@ -26,7 +26,7 @@ class SupervisedFlow(Method):
         X1, M = batch["sources"], batch["mixture"]               # ground truth in place of X̃
         v = consistent_velocity(self.student)                   # P⊥ projection layer
         t = draw_times(M.shape[0], tc["time_sampling"] == "per_example", ctx.generator, M.device)
-        X0 = start_noise(M, self.n_sources, tc["sigma_z"], generator=ctx.generator)   # Eq. 4
+        X0 = start_noise(M, self.n_sources, tc, generator=ctx.generator)              # Eq. 4
         X1_aligned, _ = floss_align(v, X0, X1, M)               # PIT at t = 0 (Eq. 7-9)
         R = flow_matching_residual(v, X0, X1_aligned, t, M)     # Eq. 11, 23
         return rm_fm_loss(R, tc["log_loss"], tc["log_eps"])     # Eq. 10
@@ -35,4 +35,4 @@ class SupervisedFlow(Method):
     def separate(self, mixtures, noise):
         self.student.eval()
         return flow_separate(consistent_velocity(self.student), mixtures, self.n_sources,
-                             self.training_cfg["sigma_z"], self.cfg["sampler"]["euler_steps"], noise=noise)
+                             self.training_cfg, self.cfg["sampler"]["euler_steps"], noise=noise)

@@ -3,7 +3,7 @@ from surfbench.flow import consistent_velocity, floss_align, flow_matching_resid
 from surfbench.losses import rm_fm_loss
 from surfbench.remix import draw_remix_permutation, remix, sum_sources
 from surfbench.remixing import RemixingTeacher
-from surfbench.separation import draw_times
+from surfbench.separation import draw_times, noise_std
 import torch
 
 
@@ -23,7 +23,7 @@ class SurfReMixIT(RemixingTeacher):
         X1 = remix(X_bar, Pi)                                                     # 5: X̃1 = Π X̄
         M_tilde = sum_sources(X1)                                                 # 6: M̃ = (I_B ⊗ 1ᵀ) X̃1
         t = draw_times(B, tc["time_sampling"] == "per_example", ctx.generator, M.device)      # 7: t ~ λ
-        Z = tc["sigma_z"] * torch.randn(X1.shape, generator=ctx.generator).to(M.device)    # 8: Z ~ N(0, I)
+        Z = noise_std(M_tilde, tc) * torch.randn(X1.shape, generator=ctx.generator).to(M.device)  # 8: Z ~ N(0, σ_z²I)
         X0 = mixture_consistent_start(M_tilde, Z)                                 # 9: X̃0 = M̃/K + P⊥ Z
         v = consistent_velocity(self.student)                                     # v_θ with the P⊥ layer
         X1_aligned, _ = floss_align(v, X0, X1, M_tilde)                           # 10: Υ (PIT at t = 0)

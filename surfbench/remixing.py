@@ -73,8 +73,8 @@ class RemixingTeacher(Method):
         if self.student_kind == "regression":
             return self.mixture_consistent(self.ema(mixtures), mixtures)
         # hybrid teacher velocity v_β (App. D.3): straight to the MixIT estimate for t < β
-        sigma_z, steps = self.training_cfg["sigma_z"], self.cfg["sampler"]["euler_steps"]
-        x0 = start_noise(mixtures, self.n_sources, sigma_z, generator=ctx.generator)
+        steps = self.cfg["sampler"]["euler_steps"]
+        x0 = start_noise(mixtures, self.n_sources, self.training_cfg, generator=ctx.generator)
         beta = self.beta(ctx)
         # with β = 0 no step uses the anchor (t ≥ 0 everywhere): skip the MixIT forward pass
         anchor = self.mixit_estimate(mixtures) if beta > 0 else torch.zeros_like(x0)
@@ -91,5 +91,5 @@ class RemixingTeacher(Method):
         model.eval()
         if self.student_kind == "regression":
             return self.mixture_consistent(model(mixtures), mixtures)
-        return flow_separate(consistent_velocity(model), mixtures, self.n_sources, self.training_cfg["sigma_z"],
+        return flow_separate(consistent_velocity(model), mixtures, self.n_sources, self.training_cfg,
                              self.cfg["sampler"]["euler_steps"], noise=noise)

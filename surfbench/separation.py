@@ -6,7 +6,16 @@ import torch
 from .flow import VelocityFn, euler_sample, mixture_consistent_start, project_perp
 
 
-def start_noise(mixtures: torch.Tensor, n_sources: int, sigma_z: float, noise=None,
+def noise_std(mixtures: torch.Tensor, training_cfg: dict) -> torch.Tensor:
+    """Standard deviation of the start noise per mixture, ``[B, 1, 1...]`` (config ``sigma_z``, ``sigma_z_scale``)."""
+    b = mixtures.shape[0]
+    std = torch.full((b,), float(training_cfg["sigma_z"]), device=mixtures.device, dtype=mixtures.dtype)
+    if training_cfg.get("sigma_z_scale", "absolute") == "mixture_rms":
+        std = std * mixtures.reshape(b, -1).pow(2).mean(1).sqrt().clamp_min(1e-8)
+    return std.view(b, 1, *([1] * (mixtures.dim() - 1)))
+
+
+def start_noise(mixtures: torch.Tensor, n_sources: int, training_cfg: dict, noise=None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """``x0`` of Eq. 4 for real mixtures; ``noise`` (per item) or ``generator`` (training) draws ``z``."""
     shape = (n_sources, *mixtures.shape[1:])
@@ -14,13 +23,13 @@ def start_noise(mixtures: torch.Tensor, n_sources: int, sigma_z: float, noise=No
         z = noise.randn(*shape)
     else:
         z = torch.randn((mixtures.shape[0], *shape), generator=generator)
-    return mixture_consistent_start(mixtures, sigma_z * z.to(mixtures.device, mixtures.dtype))
+    return mixture_consistent_start(mixtures, noise_std(mixtures, training_cfg) * z.to(mixtures.device, mixtures.dtype))
 
 
-def flow_separate(velocity_fn: VelocityFn, mixtures: torch.Tensor, n_sources: int, sigma_z: float, steps: int,
+def flow_separate(velocity_fn: VelocityFn, mixtures: torch.Tensor, n_sources: int, training_cfg: dict, steps: int,
                   noise=None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Sample ``[B, K, *d]`` separations: Euler from ``x0`` (Eq. 4) to t = 1 (5 steps in the paper)."""
-    x0 = start_noise(mixtures, n_sources, sigma_z, noise, generator)
+    x0 = start_noise(mixtures, n_sources, training_cfg, noise, generator)
     return euler_sample(velocity_fn, x0, mixtures, steps)
 
 

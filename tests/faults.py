@@ -121,7 +121,9 @@ def pytest_configure(config):
     name = os.environ.get("SURFBENCH_FAULT")
     if name:
         apply(name)
-    
+        import sys
+
+        print(f"SURFBENCH_FAULT={name} applied: {FAULTS[name][0]}", file=sys.stderr)
 
 def pytest_report_header(config):
     name = os.environ.get("SURFBENCH_FAULT")

@@ -78,6 +78,7 @@ def _stable(metrics_path: Path) -> dict:
     return blob
 
 
+@pytest.mark.slow
 def test_same_job_twice_from_scratch_gives_identical_files(tiny_mnist, tmp_path):
     cfg = tiny_cfg()
     a = train_and_evaluate(tmp_path / "a", tiny_mnist, cfg)
@@ -92,6 +93,7 @@ def test_same_job_twice_from_scratch_gives_identical_files(tiny_mnist, tmp_path)
                 assert torch.equal(wa[mod][k], wb[mod][k]), (method, mod, k)
 
 
+@pytest.mark.slow
 def test_evaluation_does_not_depend_on_batch_size(tiny_mnist, tmp_path):
     """Per-item noise streams: the same model evaluated with batch 24 and 7 gives the same per-item values."""
     from surfbench.evaluate import evaluate

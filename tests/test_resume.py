@@ -99,6 +99,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_weights(tiny_mnist, teacher,
     assert ha == hb  # the same losses, step for step
 
 
+@pytest.mark.slow
 def test_stop_after_then_resume_in_process(tiny_mnist, teacher, tmp_path):
     """The same guarantee through ``train(stop_after=...)`` (fast, in-process)."""
     from surfbench.train import train
