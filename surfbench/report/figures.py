@@ -11,6 +11,14 @@ from ..data.store import _load_npz
 
 CELL_PAD = 2
 LABEL_H = 14
+#: columns in the paper's order (Figure 2); methods not listed follow, alphabetically
+PAPER_ORDER = ["average", "supervised_regression", "supervised_flow", "basis", "mixit", "remixit", "self_remixing",
+               "surf_remixit", "surf_self_remixing"]
+
+
+def _order(run: Path) -> tuple:
+    name = run.parent.name
+    return (PAPER_ORDER.index(name) if name in PAPER_ORDER else len(PAPER_ORDER), name)
 
 
 def _to_uint8(img: np.ndarray, scale: int) -> Image.Image:
@@ -23,7 +31,7 @@ def _to_uint8(img: np.ndarray, scale: int) -> Image.Image:
 
 def figure_grid(runs: list[str | Path], out: str | Path, max_rows: int = 6) -> Path:
     """One row per evaluation mixture; columns: mixture, the K true images, then K separated images per method."""
-    runs = [Path(r) for r in runs]
+    runs = sorted((Path(r) for r in runs), key=_order)
     if not runs:
         raise ValueError("figure_grid: no runs given")
     cols = []  # (label, images [N, C, H, W])
@@ -34,11 +42,11 @@ def figure_grid(runs: list[str | Path], out: str | Path, max_rows: int = 6) -> P
         k = ex["sources"].shape[1]
         if ref is None:
             ref = ex
-            cols.append(("mixture", ex["mixtures"]))  # the average image
+            cols.append(("mixture", ex["mixtures"], 1))  # the average image
             for j in range(k):
-                cols.append((f"truth {j + 1}", ex["sources"][:, j] * k))
+                cols.append(("ground truth" if j == 0 else "", ex["sources"][:, j] * k, k))
         for j in range(k):
-            cols.append((f"{info.get('display_name', r.parent.name)} {j + 1}", ex["estimates"][:, j] * k))
+            cols.append((info.get("display_name", r.parent.name) if j == 0 else "", ex["estimates"][:, j] * k, k))
     n = min(max_rows, ref["mixtures"].shape[0])
     h, w = ref["mixtures"].shape[-2:]
     scale = max(1, 64 // max(h, w))
@@ -46,9 +54,11 @@ def figure_grid(runs: list[str | Path], out: str | Path, max_rows: int = 6) -> P
     label_rows = 2
     canvas = Image.new("RGB", (cw * len(cols), ch * n + LABEL_H * label_rows), "white")
     draw = ImageDraw.Draw(canvas)
-    for ci, (label, imgs) in enumerate(cols):
-        # two label lines, staggered so long method names stay readable
-        draw.text((ci * cw + 1, (ci % label_rows) * LABEL_H), label[: 2 * cw // 6], fill="black")
+    group = 0
+    for ci, (label, imgs, span) in enumerate(cols):
+        if label:  # one label per method over its K columns; two staggered lines keep long names readable
+            draw.text((ci * cw + 1, (group % label_rows) * LABEL_H), label[: span * cw // 6], fill="black")
+            group += 1
         for ri in range(n):
             canvas.paste(_to_uint8(imgs[ri], scale).convert("RGB"), (ci * cw, LABEL_H * label_rows + ri * ch))
     out = Path(out)
