@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 tables: setup
-	. $(BIN)/activate && snakemake --cores $(CORES) --configfile config/$(PROFILE).yaml tables
+	. $(BIN)/activate && snakemake --cores $(CORES) tables --configfile config/$(PROFILE).yaml
 
 test: setup
 	. $(BIN)/activate && python -m pytest -q

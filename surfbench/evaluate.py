@@ -27,7 +27,7 @@ from .data.store import load_split, save_npz_atomic
 from .registry import registry
 from .results import summarize, write_run_results
 from .seeding import ItemNoise, derive_seed
-from .train import load_trained, pick_device
+from .train import TrainingError, load_trained, pick_device
 
 PROTOCOL_SPLIT = {"table1": "eval", "table2": "eval_table2", "table4": "eval"}
 TABLE2_METRICS = ("is", "fid")
@@ -99,9 +99,13 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
     t0 = time.time()
     if protocol not in PROTOCOL_SPLIT:
         raise EvaluationError(f"unknown protocol {protocol!r}; expected one of {sorted(PROTOCOL_SPLIT)}")
+    cls = registry().get(run_cfg["method"])  # an unknown method fails here, before anything is written
     dev = pick_device(device)
     evalset = load_split(data_dir, PROTOCOL_SPLIT[protocol])
     method = load_trained(model_path, dev)
+    if method.name != cls.name:
+        raise EvaluationError(f"{model_path} holds a trained {method.name} model but the run config says method "
+                              f"{cls.name!r}; evaluate the run's own model.pt (or retrain it)")
     if method.n_sources != evalset.n_sources:
         raise EvaluationError(
             f"{model_path}: method {method.name} separates into {method.n_sources} sources but the evaluation set "
@@ -154,7 +158,7 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
         "variant": run_cfg.get("variant", ""), "seed": run_cfg["seed"], "protocol": protocol,
         "config_hash": config_hash(run_cfg), "dataset_hash": evalset.content_hash,
         "model_hash": file_sha256(Path(model_path)), "n_items": int(n * k), "n_mixtures": int(n),
-        "runtime_s": round(time.time() - t0, 3), "method_info": registry().get(run_cfg["method"]).metadata(),
+        "runtime_s": round(time.time() - t0, 3), "method_info": cls.metadata(),
     }
     return write_run_results(out_dir, header=header, items=items, metrics=metrics)
 
@@ -174,10 +178,16 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import json
 
-    run_cfg = yaml.safe_load(Path(a.run_config).read_text())
-    eval_cfg = json.loads(a.eval_config_json)
-    evaluate(run_cfg, eval_cfg, a.model, a.data, a.protocol, a.out_dir, a.device, a.threads, a.cache_dir,
-             progress=not a.no_progress)
+    try:
+        run_cfg = yaml.safe_load(Path(a.run_config).read_text())
+        eval_cfg = json.loads(a.eval_config_json)
+        evaluate(run_cfg, eval_cfg, a.model, a.data, a.protocol, a.out_dir, a.device, a.threads, a.cache_dir,
+                 progress=not a.no_progress)
+    except (EvaluationError, TrainingError, ValueError, FileNotFoundError) as e:
+        # a one-paragraph error naming the file/key/value and what to do (ConfigError, RegistryError and
+        # BadInputError are ValueErrors); nothing was written: metrics.json is written last, atomically
+        print(f"surfbench.evaluate: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

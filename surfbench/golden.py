@@ -45,8 +45,11 @@ DEFAULT_ATOL = {
     "kid": 0.001,
     "si_sdr": 0.05,      # dB
     "si_sdr_i": 0.05,    # dB
+    "si_sdri": 0.05,     # dB (config/table name of si_sdr_i)
     "estoi": 0.002,
+    "pesq": 0.02,        # wide-band PESQ (registered as pesq_wb)
     "pesq_wb": 0.02,
+    "dnsmos": 0.02,      # DNSMOS OVRL (registered as dnsmos_ovrl)
     "dnsmos_ovrl": 0.02,
 }
 FALLBACK_ATOL = 1e-3  # a metric registered later without an entry above (edit the file to choose)

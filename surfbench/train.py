@@ -335,9 +335,14 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     ap.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (testing resume)")
     a = ap.parse_args(argv)
-    run_cfg = yaml.safe_load(Path(a.run_config).read_text())
-    train(run_cfg, a.data, a.out, a.ckpt_dir, a.teacher, a.device, a.threads, progress=not a.no_progress,
-          stop_after=a.stop_after)
+    try:
+        run_cfg = yaml.safe_load(Path(a.run_config).read_text())
+        train(run_cfg, a.data, a.out, a.ckpt_dir, a.teacher, a.device, a.threads, progress=not a.no_progress,
+              stop_after=a.stop_after)
+    except (TrainingError, ValueError, FileNotFoundError) as e:
+        # one paragraph naming the file/key/value and what to do; model.pt is written atomically at the end
+        print(f"surfbench.train: error: {e}", file=sys.stderr)
+        return 2
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0

@@ -107,7 +107,7 @@ def test_evaluation_does_not_depend_on_batch_size(tiny_mnist, tmp_path):
                  cache_dir=tmp_path / "cache", progress=False)
         i24 = pd.read_csv(d / "items.csv")
         i7 = pd.read_csv(tmp_path / "b7" / method / "items.csv")
-        pd.testing.assert_frame_equal(i24, i7, check_exact=False, rtol=0, atol=1e-9)
+        pd.testing.assert_frame_equal(i24, i7, check_exact=False, rtol=0, atol=1e-6)
         m24, m7 = _stable(d / "metrics.json"), _stable(tmp_path / "b7" / method / "metrics.json")
         for name in m24["metrics"]:
-            assert m24["metrics"][name]["mean"] == pytest.approx(m7["metrics"][name]["mean"], abs=1e-9), (method, name)
+            assert m24["metrics"][name]["mean"] == pytest.approx(m7["metrics"][name]["mean"], abs=1e-6), (method, name)

@@ -71,6 +71,12 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_weights(tiny_mnist, teacher,
                 except Exception:
                     ck_step = None  # being replaced right now
                 if ck_step is not None and ck_step >= kill_at:
+                    # let it run past the checkpoint, so that the kill loses work (at most one interval)
+                    while p.poll() is None and time.time() < deadline:
+                        steps = [int(m) for m in re.findall(r"step (\d+)/", log.read_text())]
+                        if steps and max(steps) >= ck_step + EVERY // 2:
+                            break
+                        time.sleep(0.01)
                     break
             time.sleep(0.02)
         assert p.poll() is None, "training finished before it could be killed; raise STEPS"
@@ -146,6 +152,7 @@ def test_evaluation_failing_in_the_metric_step_leaves_no_metrics_json(tiny_mnist
     assert not [p for p in out.glob("*.tmp")] if out.exists() else True
 
 
+@pytest.mark.slow
 def test_evaluation_killed_midway_leaves_no_metrics_json_and_rerun_completes(tiny_mnist, teacher, tmp_path):
     cfg = tiny_cfg()
     rc_path = tmp_path / "config.yaml"
