@@ -131,7 +131,7 @@ def test_ci_profile_matches_golden_files(tmp_path):
     workdir.mkdir(parents=True, exist_ok=True)
     snakemake = Path(sys.executable).with_name("snakemake")
     cmd = [str(snakemake), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--configfile", str(cfg), "tables"]
+           "--cores", "2", "tables", "--configfile", str(cfg)]  # --configfile takes several values: last
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
