@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER_TXT_CANDIDATES = [
     os.environ.get("SURFBENCH_PAPER_TXT", ""),
     str(ROOT / "shared" / "paper" / "surf-2606.04921.txt"),
+    str(ROOT.parent / "shared" / "paper" / "surf-2606.04921.txt"),  # CI: shared/ beside the clone
     "/work/shared/paper/surf-2606.04921.txt",
 ]
 
