@@ -11,7 +11,6 @@ Randomness is drawn per item (``ItemNoise``), so a result does not depend on the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from .registry import registry
 from .results import summarize, write_run_results
 from .seeding import ItemNoise, derive_seed
 from .train import TrainingError, load_trained, pick_device
+from .weights import file_sha256
 
 PROTOCOL_SPLIT = {"table1": "eval", "table2": "eval_table2", "table4": "eval"}
 TABLE2_METRICS = ("is", "fid")
@@ -44,14 +44,6 @@ def metric_info(name: str):
 
 class EvaluationError(RuntimeError):
     pass
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def separate_all(method, mixtures: torch.Tensor, seed: int, batch_size: int, device, progress: bool = True) -> torch.Tensor:

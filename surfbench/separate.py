@@ -34,7 +34,6 @@ sample rate, NaN samples, two inputs with the same stem) raises ``ValueError`` /
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 
 from .seeding import ItemNoise, derive_seed
+from .weights import file_sha256
 
 IMAGE_BATCH = 64
 
@@ -53,17 +53,10 @@ class SeparationInputError(ValueError):
     """A user input of ``surfbench separate`` is unusable; the message names the file and the fix."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _noise_id(path: Path) -> int:
     """A per-input noise stream id from the file's content (order- and batch-independent)."""
-    return int(_sha256(path)[:15], 16)
+    return int(file_sha256(path)[:15], 16)
 
 
 # ----------------------------------------------------------------------------- images
@@ -239,7 +232,7 @@ def separate_files(run_dir: str | Path, inputs, out_dir: str | Path, device: str
                 q = write_audio(out_dir / f"{p.stem}_s{k + 1}.wav", est[k], sr)
             outs.append(q)
         written.extend(outs)
-        items.append({"input": str(p), "input_sha256": _sha256(p), "noise_id": nid, "outputs": [str(q) for q in outs]})
+        items.append({"input": str(p), "input_sha256": file_sha256(p), "noise_id": nid, "outputs": [str(q) for q in outs]})
 
     from . import __version__
     from .config import config_hash
@@ -249,7 +242,7 @@ def separate_files(run_dir: str | Path, inputs, out_dir: str | Path, device: str
         "surfbench_version": __version__,
         "run": str(run_dir),
         "model": str(model_path),
-        "model_sha256": _sha256(model_path),
+        "model_sha256": file_sha256(model_path),
         "method": method.name,
         "profile": cfg.get("profile"), "dataset": cfg.get("dataset"), "domain": domain,
         "variant": cfg.get("variant", ""), "seed": seed, "config_hash": config_hash(cfg),
