@@ -63,14 +63,23 @@ def separate_all(method, mixtures: torch.Tensor, seed: int, batch_size: int, dev
     return est
 
 
-def _image_metrics(est, ref, k, protocol, ecfg, cache_dir, set_id, device):
-    from .metrics.image import evaluate_images
-
+def _image_options(protocol, ecfg, cache_dir, set_id, device) -> dict:
     wanted = list(ecfg["image_metrics"])
     if protocol == "table2":
         wanted = [m for m in wanted if m in TABLE2_METRICS]
-    options = {"metrics": wanted, "lpips_net": ecfg["lpips_net"], "lpips_resize": ecfg["lpips_resize"],
-               "device": str(device), "cache_dir": str(cache_dir), "set_id": set_id}
+    return {"metrics": wanted, "lpips_net": ecfg["lpips_net"], "lpips_resize": ecfg["lpips_resize"],
+            "device": str(device), "cache_dir": str(cache_dir), "set_id": set_id}
+
+
+def _missing_weights(options: dict) -> dict[str, str]:
+    from .metrics.image import missing_weights
+
+    return missing_weights(options)
+
+
+def _image_metrics(est, ref, k, options: dict):
+    from .metrics.image import evaluate_images
+
     return evaluate_images(est, ref, k, options)
 
 
@@ -104,13 +113,22 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
             f"{Path(data_dir) / PROTOCOL_SPLIT[protocol]}.npz has {evalset.n_sources}-source mixtures; train it on this dataset")
     sources = evalset.all()                 # [N, K, *d]
     mixtures = sources.sum(1)
-    est = separate_all(method, mixtures, run_cfg["seed"], eval_cfg["batch_size"], dev, progress)
     k = evalset.n_sources
 
     if evalset.domain == "image":
         set_id = f"{run_cfg['dataset']}-{protocol}-{evalset.content_hash[:16]}"
-        per_item, set_level, unavailable = _image_metrics(est, sources, k, protocol, eval_cfg, cache_dir, set_id, dev)
+        options = _image_options(protocol, eval_cfg, cache_dir, set_id, dev)
+        missing = _missing_weights(options)
+        if set(options["metrics"]) <= set(missing):
+            # nothing requested can be scored (e.g. Table 2 offline: FID and IS need the Inception
+            # weights): record every reason and separate nothing, rather than spend the run for no number
+            est = None
+            per_item, set_level, unavailable = {}, {}, dict(missing)
+        else:
+            est = separate_all(method, mixtures, run_cfg["seed"], eval_cfg["batch_size"], dev, progress)
+            per_item, set_level, unavailable = _image_metrics(est, sources, k, options)
     else:
+        est = separate_all(method, mixtures, run_cfg["seed"], eval_cfg["batch_size"], dev, progress)
         per_item, set_level, unavailable = _speech_metrics(est, sources, eval_cfg, run_cfg["data"]["sample_rate"])
 
     n = mixtures.shape[0]
@@ -141,7 +159,7 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
                          "available": False, "reason": str(reason), "spread": None}
 
     out_dir = Path(out_dir)
-    if eval_cfg["n_figure_examples"] > 0 and protocol != "table2":
+    if est is not None and eval_cfg["n_figure_examples"] > 0 and protocol != "table2":
         j = min(eval_cfg["n_figure_examples"], n)
         save_npz_atomic(out_dir / "examples.npz", mixtures=mixtures[:j].numpy(), sources=sources[:j].numpy(),
                         estimates=est[:j].numpy())

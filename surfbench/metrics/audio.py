@@ -25,7 +25,10 @@ Conventions and choices (each stated where it is implemented):
   DNSMOS is level-dependent, so inputs are **not** normalised in general: a clip
   whose peak exceeds 1 is scaled by ``1/peak`` (to peak exactly 1), every other
   clip is passed unchanged.  Clips shorter than 9.01 s are tiled by speechmos
-  itself (as in Microsoft's reference script), so a 2 s clip costs 7 model runs.
+  itself (as in Microsoft's reference script): doubled until at least 9.01 s
+  long, then scored in every 9.01-s window at a 1-s hop and averaged.  The cost
+  therefore jumps with the clip length: a 2.0-s clip becomes 16 s and 7 model
+  runs, a 2.3-s clip 9.2 s and one run (the tiny profile's ``clip_seconds``).
 """
 from __future__ import annotations
 

@@ -440,6 +440,30 @@ class ImageEvalOptions:
         return cls(**opts)
 
 
+def missing_weights(options: "ImageEvalOptions | Mapping[str, Any] | None" = None) -> dict[str, str]:
+    """Requested metrics whose pretrained weights are absent, each with the reason.
+
+    Checked before anything is separated, so an evaluation whose every metric
+    is unavailable (Table 2 offline: FID and IS both need the Inception
+    weights) can record the reasons without separating a single mixture.
+    """
+    opt = ImageEvalOptions.from_any(options)
+    wanted = set(opt.metrics)
+    out: dict[str, str] = {}
+    if "lpips" in wanted:
+        try:
+            _lpips_weights_file(_lpips_net_name(opt.lpips_net), opt.lpips_weights)
+        except MetricUnavailable as e:
+            out["lpips"] = e.reason
+    set_wanted = [m for m in IMAGE_SET_METRICS if m in wanted]
+    if set_wanted:
+        try:
+            _inception_weights_file(opt.inception_weights)
+        except MetricUnavailable as e:
+            out.update({m: e.reason for m in set_wanted})
+    return out
+
+
 def evaluate_images(
     est_sources: torch.Tensor,
     ref_sources: torch.Tensor,
