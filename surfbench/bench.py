@@ -367,14 +367,146 @@ def cmd_step(argv) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- metric throughput
+def average_estimates(sources: torch.Tensor) -> torch.Tensor:
+    """The Average baseline's separation (``m / K`` in every slot): a realistic, method-free estimate to score."""
+    k = sources.shape[1]
+    return (sources.sum(1, keepdim=True) / k).expand_as(sources).contiguous()
+
+
+def image_metric_throughput(sources: torch.Tensor, metrics: list[str], options: dict, repeats: int) -> list[dict]:
+    """Images/s of :func:`surfbench.metrics.image.evaluate_images`: the whole suite, then each metric alone.
+
+    Unavailable metrics (weights absent) are listed, not timed.  Set-level FID/IS features are
+    cached per image set after the first call, as in the pipeline; the first (uncached) call is
+    timed separately as ``warm-up``.
+    """
+    from .metrics.image import evaluate_images, missing_weights
+
+    est = average_estimates(sources)
+    k = sources.shape[1]
+    n_images = sources.shape[0] * k
+    missing = missing_weights({**options, "metrics": metrics})
+    usable = [m for m in metrics if m not in missing]
+    rows = []
+    for label, names in [("suite", usable)] + [(m, [m]) for m in usable]:
+        if not names:
+            continue
+        opts = {**options, "metrics": names}
+        t = time.perf_counter()
+        evaluate_images(est, sources, k, opts)
+        first = time.perf_counter() - t
+        walls = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            evaluate_images(est, sources, k, opts)
+            walls.append(time.perf_counter() - t)
+        med = float(np.median(walls))
+        rows.append({"case": label, "metrics": names, "items": n_images, "first_s": first, "median_s": med,
+                     "items_per_s": n_images / med})
+    for m, why in missing.items():
+        rows.append({"case": m, "metrics": [m], "items": n_images, "unavailable": why})
+    return rows
+
+
+def speech_metric_throughput(sources: torch.Tensor, sr: int, metrics: list[str], workers: list[int],
+                             repeats: int) -> list[dict]:
+    """Clips/s of :func:`surfbench.metrics.audio.evaluate_speech` for each worker count, side by side
+    (rounds interleave the worker counts so machine noise hits them alike)."""
+    from .metrics.audio import evaluate_speech
+
+    est = average_estimates(sources)
+    mix = sources.sum(1)
+    n_clips = sources.shape[0] * sources.shape[1]
+    evaluate_speech(est[:1], sources[:1], mix[:1], sr, workers=1, metrics=metrics)  # imports, ONNX sessions, numba
+    walls: dict[int, list[float]] = {w: [] for w in workers}
+    for r in range(repeats):
+        order = workers[r % len(workers):] + workers[:r % len(workers)]
+        for w in order:
+            t = time.perf_counter()
+            evaluate_speech(est, sources, mix, sr, workers=w, metrics=metrics)
+            walls[w].append(time.perf_counter() - t)
+    base = float(np.median(walls[workers[0]]))
+    return [{"case": f"{w} process{'es' if w > 1 else ''}", "workers": w, "metrics": metrics, "items": n_clips,
+             "median_s": float(np.median(walls[w])), "items_per_s": n_clips / float(np.median(walls[w])),
+             "speedup": base / float(np.median(walls[w]))} for w in workers]
+
+
+def cmd_metrics(argv) -> int:
+    from .data.store import load_split
+
+    ap = argparse.ArgumentParser(prog="surfbench bench metrics",
+                                 description="Throughput of the metric suites on a prepared evaluation set "
+                                             "(images/s; speech clips/s with one process and one per core).")
+    ap.add_argument("--config", default="config/tiny.yaml", help="profile: its evaluation settings and data folder")
+    ap.add_argument("--dataset", default="mnist", choices=sorted(DOMAIN_OF_DATASET))
+    ap.add_argument("--data", default=None, help="prepared dataset folder (default: data/<profile>/<dataset>; "
+                                                 "`snakemake data` makes it)")
+    ap.add_argument("--n", type=int, default=None, help="first N evaluation mixtures (default: all)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, nargs="+", default=None,
+                    help="speech: process counts compared (default: 1 and the number of CPU cores)")
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--json", default=None, help="write the numbers to this JSON file")
+    a = ap.parse_args(argv)
+    if a.repeats < 1:
+        raise ValueError("--repeats must be >= 1")
+    torch.set_num_threads(a.threads)
+    device = pick_device(a.device)
+    cfg = load_config(a.config)
+    data = Path(a.data or Path("data") / cfg["profile"] / a.dataset)
+    evalset = load_split(data, "eval")
+    sources = evalset.all()[: a.n] if a.n else evalset.all()
+    ecfg = cfg["evaluation"]
+    t0 = time.time()
+    if evalset.domain == "image":
+        options = {"lpips_net": ecfg["lpips_net"], "lpips_resize": ecfg["lpips_resize"], "device": str(device),
+                   "cache_dir": str(Path("work") / cfg["profile"] / "cache"), "set_id": f"bench-{a.dataset}-{evalset.content_hash[:16]}"}
+        rows = image_metric_throughput(sources, list(ecfg["image_metrics"]), options, a.repeats)
+        unit = "images/s"
+    else:
+        from .evaluate import SPEECH_METRIC_NAMES
+
+        workers = a.workers or sorted({1, os.cpu_count() or 1})
+        metrics = [SPEECH_METRIC_NAMES[n] for n in ecfg["speech_metrics"]]
+        rows = speech_metric_throughput(sources, int(cfg["datasets"][a.dataset]["sample_rate"]), metrics, workers, a.repeats)
+        unit = "clips/s"
+    machine = machine_description(device)
+    print(f"surfbench bench metrics: {a.dataset} evaluation set {data} ({sources.shape[0]} mixtures, "
+          f"shape {tuple(sources.shape[1:])}), {a.repeats} repeats, {machine['cpu']}, {machine['cpu_count']} CPUs")
+    print(f"| case | metrics | items | median s | {unit} | note |")
+    print("|---|---|---:|---:|---:|---|")
+    for r in rows:
+        if "unavailable" in r:
+            print(f"| {r['case']} | {', '.join(r['metrics'])} | {r['items']} | | | unavailable: {r['unavailable']} |")
+            continue
+        note = f"speedup {r['speedup']:.2f}x" if "speedup" in r else (f"first call {r['first_s']:.2f} s" if "first_s" in r else "")
+        print(f"| {r['case']} | {', '.join(r['metrics'])} | {r['items']} | {r['median_s']:.3f} | {r['items_per_s']:.1f} | {note} |")
+    print(f"(estimates: the Average baseline's m/K, scored against the references; total {time.time() - t0:.0f} s)")
+    if a.json:
+        blob = {"format": "surfbench-bench-metrics/1", "command": "surfbench bench metrics " + " ".join(argv),
+                "args": vars(a), "machine": machine, "unit": unit, "rows": rows}
+        p = Path(a.json)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(blob, indent=2, default=str) + "\n")
+        os.replace(tmp, p)
+        print(f"wrote {p}")
+    return 0
+
+
+BENCHMARKS = {"step": cmd_step, "metrics": cmd_metrics}
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: surfbench bench step [options]   (surfbench bench step --help)")
+        print("usage: surfbench bench {step,metrics} [options]   (surfbench bench step --help)")
         return 0 if argv else 2
-    if argv[0] == "step":
-        return cmd_step(argv[1:])
-    raise ValueError(f"unknown benchmark {argv[0]!r}; available: step")
+    if argv[0] in BENCHMARKS:
+        return BENCHMARKS[argv[0]](argv[1:])
+    raise ValueError(f"unknown benchmark {argv[0]!r}; available: {', '.join(BENCHMARKS)}")
 
 
 if __name__ == "__main__":

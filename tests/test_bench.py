@@ -114,3 +114,43 @@ def test_ema_case_samples_the_teacher_flow_every_euler_step(tmp_path):
     blob = json.loads(out.read_text())
     assert rc == 0 and set(blob["cases"]) == {"supervised_flow", "mixit"}
     assert blob["cases"]["supervised_flow"]["ratio"] == 1.0 and np.isfinite(blob["cases"]["mixit"]["ratio"])
+
+
+# ----------------------------------------------------------------------------- surfbench bench metrics
+def test_bench_metrics_images_times_the_available_suite(tmp_path, monkeypatch, capsys):
+    """On prepared MNIST with no LPIPS weights: the suite row times PSNR+SSIM, LPIPS is listed unavailable,
+    and the throughput is items / median time; the scored estimate is the Average baseline's."""
+    from surfbench.bench import average_estimates, main as bench_main
+    from surfbench.data.store import load_split
+    from test_determinism import prepare_tiny_mnist
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_weights"))
+    data = prepare_tiny_mnist(tmp_path / "mnist")
+    out = tmp_path / "bench.json"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("profile: benchtest\nevaluation: {image_metrics: [psnr, ssim, lpips]}\n")
+    assert bench_main(["metrics", "--config", str(cfg), "--dataset", "mnist", "--data", str(data), "--n", "5",
+                       "--repeats", "2", "--json", str(out)]) == 0
+    rows = {r["case"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["suite"]["metrics"] == ["psnr", "ssim"] and rows["suite"]["items"] == 10
+    assert rows["suite"]["items_per_s"] == pytest.approx(10 / rows["suite"]["median_s"])
+    assert "unavailable" in rows["lpips"] and "surfbench weights" in rows["lpips"]["unavailable"]
+    assert set(rows) == {"suite", "psnr", "ssim", "lpips"}
+    src = load_split(data, "eval").all()[:5]
+    est = average_estimates(src)
+    assert torch.allclose(est.sum(1), src.sum(1)) and torch.equal(est[:, 0], est[:, 1])
+    assert "unavailable" in capsys.readouterr().out
+
+
+def test_bench_metrics_speech_compares_worker_counts():
+    """Two process counts, interleaved: one row each, the speed-up relative to the first."""
+    from surfbench.bench import speech_metric_throughput
+
+    t = torch.arange(8000) / 8000
+    g = torch.Generator().manual_seed(0)
+    src = torch.stack([torch.stack([torch.sin(2 * torch.pi * f * t) * (0.3 + 0.1 * torch.rand(1, generator=g))
+                                    for f in (220.0 + 40 * i, 330.0 + 40 * i)]) for i in range(4)])
+    rows = speech_metric_throughput(src, 8000, ["si_sdr", "estoi"], workers=[1, 2], repeats=1)
+    assert [r["workers"] for r in rows] == [1, 2] and all(r["items"] == 8 for r in rows)
+    assert rows[0]["speedup"] == pytest.approx(1.0)
+    assert rows[1]["speedup"] == pytest.approx(rows[0]["median_s"] / rows[1]["median_s"])
