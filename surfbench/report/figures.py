@@ -31,7 +31,7 @@ def _to_uint8(img: np.ndarray, scale: int) -> Image.Image:
 
 def figure_grid(runs: list[str | Path], out: str | Path, max_rows: int = 6) -> Path:
     """One row per evaluation mixture; columns: mixture, the K true images, then K separated images per method."""
-    runs = sorted((Path(r) for r in runs), key=_order)
+    runs = sorted(dict.fromkeys(Path(r) for r in runs), key=_order)  # a run given twice is one column group
     if not runs:
         raise ValueError("figure_grid: no runs given")
     cols = []  # (label, images [N, C, H, W])
@@ -56,8 +56,9 @@ def figure_grid(runs: list[str | Path], out: str | Path, max_rows: int = 6) -> P
     draw = ImageDraw.Draw(canvas)
     group = 0
     for ci, (label, imgs, span) in enumerate(cols):
-        if label:  # one label per method over its K columns; two staggered lines keep long names readable
-            draw.text((ci * cw + 1, (group % label_rows) * LABEL_H), label[: span * cw // 6], fill="black")
+        if label:  # one label per method over its K columns; on two staggered lines a label may run on
+            # over the next method's columns (the default font is ~6 px per character)
+            draw.text((ci * cw + 1, (group % label_rows) * LABEL_H), label[: label_rows * span * cw // 6 - 1], fill="black")
             group += 1
         for ri in range(n):
             canvas.paste(_to_uint8(imgs[ri], scale).convert("RGB"), (ci * cw, LABEL_H * label_rows + ri * ch))

@@ -22,8 +22,9 @@ rule tables:
 
 
 def figure_inputs(wc):
-    return [f"{run_dir(j.run)}/metrics.json" for j in plan.eval_jobs(CFG)
-            if j.protocol == "table1" and j.run.dataset == wc.dataset and not j.run.variant]
+    # a main run evaluated for Table 1 and again listed for Table 9 appears once
+    return list(dict.fromkeys(f"{run_dir(j.run)}/metrics.json" for j in plan.eval_jobs(CFG)
+                              if j.protocol == "table1" and j.run.dataset == wc.dataset and not j.run.variant))
 
 
 rule figure:
