@@ -16,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 #: For K up to this value every permutation is tried; above it the Hungarian
 #: algorithm is used.  Both give the same optimum (tested); exhaustive search is
@@ -60,6 +59,8 @@ def best_permutation(cost: torch.Tensor, exhaustive_max_k: int = EXHAUSTIVE_MAX_
 
 def hungarian_permutation(cost: torch.Tensor) -> torch.Tensor:
     """Same contract as :func:`best_permutation`, always by ``scipy.optimize.linear_sum_assignment``."""
+    from scipy.optimize import linear_sum_assignment  # here, not at import: scipy.optimize costs ~0.7 s per job
+
     c = cost.detach().to("cpu", torch.float64).numpy()
     out = np.empty(c.shape[:2], dtype=np.int64)
     for i in range(c.shape[0]):
