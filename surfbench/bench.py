@@ -303,6 +303,16 @@ def machine_description(device: torch.device) -> dict:
     return d
 
 
+def write_json_atomic(path: str | Path, blob: dict) -> Path:
+    """Write a benchmark's numbers (temp file + rename: never a half-written file)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(blob, indent=2, default=str) + "\n")
+    os.replace(tmp, p)
+    return p
+
+
 # ----------------------------------------------------------------------------- CLI
 def cmd_step(argv) -> int:
     ap = argparse.ArgumentParser(prog="surfbench bench step",
@@ -358,12 +368,7 @@ def cmd_step(argv) -> int:
         blob = {"format": "surfbench-bench-step/1", "command": "surfbench bench step " + " ".join(argv),
                 "args": vars(a), "machine": machine, "setup": info, "reference": REFERENCE,
                 "surf_ratio_limit": SURF_RATIO_LIMIT, "cases": summary, "cpu_time_cases": cpu_summary}
-        p = Path(a.json)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(blob, indent=2, default=str) + "\n")
-        os.replace(tmp, p)
-        print(f"wrote {p}")
+        print(f"wrote {write_json_atomic(a.json, blob)}")
     return 0
 
 
@@ -487,12 +492,7 @@ def cmd_metrics(argv) -> int:
     if a.json:
         blob = {"format": "surfbench-bench-metrics/1", "command": "surfbench bench metrics " + " ".join(argv),
                 "args": vars(a), "machine": machine, "unit": unit, "rows": rows}
-        p = Path(a.json)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(blob, indent=2, default=str) + "\n")
-        os.replace(tmp, p)
-        print(f"wrote {p}")
+        print(f"wrote {write_json_atomic(a.json, blob)}")
     return 0
 
 
