@@ -374,7 +374,8 @@ def cmd_step(argv) -> int:
 
 # ----------------------------------------------------------------------------- metric throughput
 def average_estimates(sources: torch.Tensor) -> torch.Tensor:
-    """The Average baseline's separation (``m / K`` in every slot): a realistic, method-free estimate to score."""
+    """What ``baselines/average.py`` separates (``m / K`` in every slot), built from the sources without
+    instantiating a method: a realistic estimate to score."""
     k = sources.shape[1]
     return (sources.sum(1, keepdim=True) / k).expand_as(sources).contiguous()
 
@@ -384,7 +385,7 @@ def image_metric_throughput(sources: torch.Tensor, metrics: list[str], options: 
 
     Unavailable metrics (weights absent) are listed, not timed.  Set-level FID/IS features are
     cached per image set after the first call, as in the pipeline; the first (uncached) call is
-    timed separately as ``warm-up``.
+    reported separately as ``first_s``, the median over ``repeats`` further calls as ``median_s``.
     """
     from .metrics.image import evaluate_images, missing_weights
 

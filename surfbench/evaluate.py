@@ -71,18 +71,6 @@ def _image_options(protocol, ecfg, cache_dir, set_id, device) -> dict:
             "device": str(device), "cache_dir": str(cache_dir), "set_id": set_id}
 
 
-def _missing_weights(options: dict) -> dict[str, str]:
-    from .metrics.image import missing_weights
-
-    return missing_weights(options)
-
-
-def _image_metrics(est, ref, k, options: dict):
-    from .metrics.image import evaluate_images
-
-    return evaluate_images(est, ref, k, options)
-
-
 def _speech_metrics(est, ref, ecfg, sample_rate):
     from .metrics.audio import evaluate_speech
 
@@ -116,9 +104,11 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
     k = evalset.n_sources
 
     if evalset.domain == "image":
+        from .metrics.image import evaluate_images, missing_weights
+
         set_id = f"{run_cfg['dataset']}-{protocol}-{evalset.content_hash[:16]}"
         options = _image_options(protocol, eval_cfg, cache_dir, set_id, dev)
-        missing = _missing_weights(options)
+        missing = missing_weights(options)
         if set(options["metrics"]) <= set(missing):
             # nothing requested can be scored (e.g. Table 2 offline: FID and IS need the Inception
             # weights): record every reason and separate nothing, rather than spend the run for no number
@@ -126,7 +116,7 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
             per_item, set_level, unavailable = {}, {}, dict(missing)
         else:
             est = separate_all(method, mixtures, run_cfg["seed"], eval_cfg["batch_size"], dev, progress)
-            per_item, set_level, unavailable = _image_metrics(est, sources, k, options)
+            per_item, set_level, unavailable = evaluate_images(est, sources, k, options)
     else:
         est = separate_all(method, mixtures, run_cfg["seed"], eval_cfg["batch_size"], dev, progress)
         per_item, set_level, unavailable = _speech_metrics(est, sources, eval_cfg, run_cfg["data"]["sample_rate"])

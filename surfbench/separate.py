@@ -53,7 +53,6 @@ class SeparationInputError(ValueError):
     """A user input of ``surfbench separate`` is unusable; the message names the file and the fix."""
 
 
-
 def _noise_id(path: Path) -> int:
     """A per-input noise stream id from the file's content (order- and batch-independent)."""
     return int(file_sha256(path)[:15], 16)
