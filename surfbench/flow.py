@@ -59,6 +59,85 @@ def mixture_consistent_start(m: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return m.unsqueeze(1) / k + project_perp(z)
 
 
+# --------------------------------------------------------------------------- network preconditioning
+
+def velocity_preconditioning(t: torch.Tensor, sigma_n2: torch.Tensor, sigma_d2: torch.Tensor):
+    """Coefficients ``(c_in, c_skip, c_out)`` of the preconditioned velocity network (choice).
+
+    The velocity model is ``v(x_t) = c_skip·x̃_t + c_out·F(c_in·x̃_t, t, m)`` where ``x̃_t = P⊥ x_t``,
+    following the preconditioning principle of Karras et al. 2022 ("Elucidating the Design Space of
+    Diffusion-Based Generative Models", EDM, Sec. 5 and App. B.6) applied to the FLOSS velocity target.
+    In the ``P⊥`` subspace ``x̃_t = (1-t)·n + t·u`` with start noise ``n`` (per-element variance
+    ``sigma_n2``) and source deviation ``u`` (variance ``sigma_d2``), and the target is ``u - n``:
+
+    * ``c_in = 1 / std(x̃_t)`` gives the network a unit-variance input at every ``t``;
+    * ``c_skip = Cov(u - n, x̃_t) / Var(x̃_t)`` is the linear least-squares estimate of the target
+      (``-1`` at ``t = 0``: the start noise is removed analytically, not reproduced by the network);
+    * ``c_out² = Var(u - n) - c_skip·Cov(u - n, x̃_t)`` is that estimate's residual variance, so ``F``'s
+      target has unit variance at every ``t``.
+
+    All arguments broadcast against each other (``t`` as ``[B, 1, ...]``).
+    """
+    var = (1 - t) ** 2 * sigma_n2 + t ** 2 * sigma_d2
+    cov = t * sigma_d2 - (1 - t) * sigma_n2
+    c_skip = cov / var
+    c_out = (sigma_d2 + sigma_n2 - c_skip * cov).clamp_min(0).sqrt()
+    return var.rsqrt(), c_skip, c_out
+
+
+class PreconditionedFlow(torch.nn.Module):
+    """A raw flow network ``F`` wrapped as ``v = c_skip·P⊥x_t + c_out·F(m/K + c_in·P⊥x_t, t, m)``.
+
+    Config (``training.flow_preconditioning: edm``, a choice; the paper's network outputs the velocity
+    directly, ``none``): the noise level is the start noise of Eq. 4 (``sigma_z``, scaled by the mixture
+    RMS under ``sigma_z_scale: mixture_rms``), whose ``P⊥`` projection has variance
+    ``sigma_z²·(K-1)/K``; ``sigma_data`` is the standard deviation of ``P⊥ x1`` (sources minus their
+    mean over slots) on the training data, relative to the mixture RMS under ``mixture_rms``.
+    The loss (Eq. 10) and the sampler are unchanged: only the function family the network spans
+    is reparameterised (see :func:`velocity_preconditioning`).
+    """
+
+    def __init__(self, net: torch.nn.Module, n_sources: int, sigma_z: float, sigma_data: float,
+                 sigma_z_scale: str = "absolute"):
+        super().__init__()
+        if sigma_z <= 0 or sigma_data <= 0:
+            raise ValueError(f"PreconditionedFlow: sigma_z ({sigma_z}) and sigma_data ({sigma_data}) must be > 0")
+        if sigma_z_scale not in ("absolute", "mixture_rms"):
+            raise ValueError(f"PreconditionedFlow: unknown sigma_z_scale {sigma_z_scale!r}")
+        self.net = net
+        self.n_sources = int(n_sources)
+        self.sigma_z = float(sigma_z)
+        self.sigma_data = float(sigma_data)
+        self.sigma_z_scale = sigma_z_scale
+
+    def forward(self, x_t: torch.Tensor, t, m: torch.Tensor) -> torch.Tensor:
+        b, k = x_t.shape[:2]
+        tt = _bcast(_as_batch_t(t, b, x_t), x_t)
+        scale = torch.ones_like(tt)
+        if self.sigma_z_scale == "mixture_rms":
+            scale = _bcast(m.reshape(b, -1).pow(2).mean(1).sqrt().clamp_min(1e-8), x_t)
+        sigma_n2 = (self.sigma_z * scale) ** 2 * (k - 1) / k
+        sigma_d2 = (self.sigma_data * scale) ** 2
+        c_in, c_skip, c_out = velocity_preconditioning(tt, sigma_n2, sigma_d2)
+        x_dev = project_perp(x_t)
+        f = self.net(m.unsqueeze(1) / k + c_in * x_dev, _as_batch_t(t, b, x_t), m)
+        return c_skip * x_dev + c_out * f
+
+
+def precondition_flow(net: torch.nn.Module, n_sources: int, training_cfg: dict) -> torch.nn.Module:
+    """Wrap a raw flow network as configured by ``training.flow_preconditioning`` (``none``: unchanged)."""
+    kind = training_cfg.get("flow_preconditioning", "none")
+    if kind == "none":
+        return net
+    if kind != "edm":
+        raise ValueError(f"training.flow_preconditioning = {kind!r}; expected 'none' or 'edm'")
+    if training_cfg.get("sigma_data") is None:
+        raise KeyError("training.flow_preconditioning = 'edm' needs training.sigma_data "
+                       "(the standard deviation of P⊥ x1, the sources minus their slot mean, on the training data)")
+    return PreconditionedFlow(net, n_sources, float(training_cfg["sigma_z"]), float(training_cfg["sigma_data"]),
+                              training_cfg.get("sigma_z_scale", "absolute"))
+
+
 # --------------------------------------------------------------------------- training pieces
 
 def floss_align(

@@ -33,7 +33,7 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from .flow import project_perp
+from .flow import precondition_flow, project_perp
 from .nn import build_model
 
 #: what the trainer hands to ``training_step`` (an unsupervised method never sees clean sources)
@@ -105,13 +105,19 @@ class Method:
 
     # ---- helpers shared by methods ----------------------------------------------------------
     def make_model(self, role_key: str, role: str | None = None, n_sources: int | None = None) -> nn.Module:
-        """Build the configured model ``models.<role_key>`` for a role (flow, regression, score)."""
+        """Build the configured model ``models.<role_key>`` for a role (flow, regression, score).
+
+        A flow model is wrapped as ``training.flow_preconditioning`` says (``surfbench.flow.precondition_flow``).
+        """
         models = self.cfg.get("models", {})
         if role_key not in models:
             raise KeyError(f"domains.{self.cfg.get('domain')}.models.{role_key} is not configured (method {self.name})")
         role = role or ("regression" if role_key == "mixit" else role_key)
         k = n_sources if n_sources is not None else self.n_sources
-        return build_model(models[role_key], role, k, self.shape).to(self.device)
+        model = build_model(models[role_key], role, k, self.shape)
+        if role == "flow":
+            model = precondition_flow(model, k, self.training_cfg)
+        return model.to(self.device)
 
     @staticmethod
     def mixture_consistent(est: torch.Tensor, mixtures: torch.Tensor) -> torch.Tensor:
