@@ -9,6 +9,7 @@
     surfbench separate --run RUN INPUT... --out DIR      separate your own mixtures
     surfbench bench step [...]              time per training step of the methods, side by side
     surfbench golden [--update] [--profile ci] [--results results]   golden regression of the ci profile
+    surfbench sigma-data DATA_DIR [--relative-to-mixture]   training.sigma_data of a prepared set
 """
 from __future__ import annotations
 
@@ -115,6 +116,21 @@ def cmd_golden(args) -> int:
     return run(args.results, args.profile, args.golden_dir, do_update=args.update)
 
 
+def cmd_sigma_data(args) -> int:
+    import torch
+
+    from .data.store import load_split
+    from .flow import source_spread
+
+    split = load_split(args.data, args.split)
+    n = len(split) if args.max_examples is None else min(len(split), args.max_examples)
+    x1 = torch.as_tensor(split.get_batch(list(range(n)))).float()
+    value = source_spread(x1, relative_to_mixture=args.relative_to_mixture)
+    print(json.dumps({"data": str(args.data), "split": args.split, "examples": n,
+                      "relative_to_mixture": args.relative_to_mixture, "sigma_data": round(value, 6)}))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="surfbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -157,6 +173,13 @@ def main(argv=None) -> int:
     p.add_argument("--results", default="results", help="results root (results/<profile>/... below it)")
     p.add_argument("--golden-dir", default="tests/golden", help="golden root (<golden-dir>/<profile>/... below it)")
     p.set_defaults(fn=cmd_golden)
+    p = sub.add_parser("sigma-data", help="std of P⊥x1 on a prepared set (training.sigma_data of flow_preconditioning: edm)")
+    p.add_argument("data", help="a prepared dataset folder (data/<profile>/<dataset>)")
+    p.add_argument("--split", default="train", choices=["train", "eval"])
+    p.add_argument("--relative-to-mixture", action="store_true",
+                   help="divide by each mixture's RMS first (for sigma_z_scale: mixture_rms)")
+    p.add_argument("--max-examples", type=int, default=None, help="use the first N examples only")
+    p.set_defaults(fn=cmd_sigma_data)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)

@@ -85,6 +85,19 @@ def velocity_preconditioning(t: torch.Tensor, sigma_n2: torch.Tensor, sigma_d2: 
     return var.rsqrt(), c_skip, c_out
 
 
+def source_spread(x1: torch.Tensor, relative_to_mixture: bool = False) -> float:
+    """``sigma_data`` of :class:`PreconditionedFlow`: the standard deviation of ``P⊥ x1`` over all elements.
+
+    ``x1: [N, K, *d]`` sources.  ``relative_to_mixture`` (for ``sigma_z_scale: mixture_rms``) divides each
+    example by the RMS of its mixture ``Σ_k x1_k`` first.  Population std (divide by the element count).
+    """
+    dev = project_perp(x1.double())
+    if relative_to_mixture:
+        rms = x1.double().sum(1).reshape(x1.shape[0], -1).pow(2).mean(1).sqrt().clamp_min(1e-8)
+        dev = dev / rms.view(-1, *([1] * (x1.dim() - 1)))
+    return float(dev.pow(2).mean().sqrt())
+
+
 class PreconditionedFlow(torch.nn.Module):
     """A raw flow network ``F`` wrapped as ``v = c_skip·P⊥x_t + c_out·F(m/K + c_in·P⊥x_t, t, m)``.
 
@@ -133,7 +146,8 @@ def precondition_flow(net: torch.nn.Module, n_sources: int, training_cfg: dict) 
         raise ValueError(f"training.flow_preconditioning = {kind!r}; expected 'none' or 'edm'")
     if training_cfg.get("sigma_data") is None:
         raise KeyError("training.flow_preconditioning = 'edm' needs training.sigma_data "
-                       "(the standard deviation of P⊥ x1, the sources minus their slot mean, on the training data)")
+                       "(the standard deviation of P⊥ x1, the sources minus their slot mean, on the training data; "
+                       "`surfbench sigma-data DATA_DIR` measures it)")
     return PreconditionedFlow(net, n_sources, float(training_cfg["sigma_z"]), float(training_cfg["sigma_data"]),
                               training_cfg.get("sigma_z_scale", "absolute"))
 

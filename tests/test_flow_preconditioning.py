@@ -16,6 +16,7 @@ from surfbench.flow import (
     mixture_consistent_start,
     precondition_flow,
     project_perp,
+    source_spread,
     velocity_preconditioning,
 )
 from surfbench.config import RunId, load_config, resolve_run
@@ -134,3 +135,33 @@ def test_config_key_reaches_the_flow_methods_only():
         assert isinstance(method.student, PreconditionedFlow) == (name in ("supervised_flow", "surf_remixit"))
     with pytest.raises(Exception, match="flow_preconditioning"):
         load_config(ci, overrides={"training": {"flow_preconditioning": "karras"}})
+
+
+def test_source_spread_hand_worked():
+    # example 0: sources [1, 1] and [3, 3] -> P⊥ = ∓1 everywhere; example 1: [0, 0] and [0, 4] -> 0, ∓2
+    x1 = torch.tensor([[[1.0, 1.0], [3.0, 3.0]], [[0.0, 0.0], [0.0, 4.0]]])
+    assert source_spread(x1) == pytest.approx(1.5 ** 0.5)                  # (4·1 + 2·4) / 8 elements
+    # relative: divide by mixture RMS 4 and sqrt(8): (4/16 + 8/8) / 8
+    assert source_spread(x1, relative_to_mixture=True) == pytest.approx((1.25 / 8) ** 0.5)
+
+
+def test_sigma_data_command_measures_a_prepared_set(tmp_path, capsys):
+    import json
+
+    from surfbench.cli import main
+    from surfbench.data.recipes import basis_pairs
+    from surfbench.data.store import save_npz_atomic
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, size=(40, 1, 8, 8), dtype=np.uint8)
+    pairs = basis_pairs(40, None, rng)
+    save_npz_atomic(tmp_path / "train.npz", images=imgs, pairs=pairs)
+    assert main(["sigma-data", str(tmp_path)]) == 0
+    got = json.loads(capsys.readouterr().out)
+    # numpy reference: half images a/2, b/2 of each pair; P⊥ for K = 2 is ±(a - b)/4
+    a = imgs[pairs[:, 0]].astype(np.float64) / 255
+    b = imgs[pairs[:, 1]].astype(np.float64) / 255
+    assert got["examples"] == len(pairs)
+    assert got["sigma_data"] == pytest.approx(np.sqrt(np.mean(((a - b) / 4) ** 2)), rel=1e-5)
+    assert main(["sigma-data", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
