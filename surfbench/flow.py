@@ -59,6 +59,11 @@ def mixture_consistent_start(m: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return m.unsqueeze(1) / k + project_perp(z)
 
 
+def mixture_rms(m: torch.Tensor) -> torch.Tensor:
+    """RMS of each mixture ``m: [B, *d]`` as ``[B]`` (floored at 1e-8): the level ``sigma_z_scale: mixture_rms`` follows."""
+    return m.reshape(m.shape[0], -1).pow(2).mean(1).sqrt().clamp_min(1e-8)
+
+
 # --------------------------------------------------------------------------- network preconditioning
 
 def velocity_preconditioning(t: torch.Tensor, sigma_n2: torch.Tensor, sigma_d2: torch.Tensor):
@@ -93,8 +98,7 @@ def source_spread(x1: torch.Tensor, relative_to_mixture: bool = False) -> float:
     """
     dev = project_perp(x1.double())
     if relative_to_mixture:
-        rms = x1.double().sum(1).reshape(x1.shape[0], -1).pow(2).mean(1).sqrt().clamp_min(1e-8)
-        dev = dev / rms.view(-1, *([1] * (x1.dim() - 1)))
+        dev = dev / _bcast(mixture_rms(x1.double().sum(1)), dev)
     return float(dev.pow(2).mean().sqrt())
 
 
@@ -124,16 +128,17 @@ class PreconditionedFlow(torch.nn.Module):
         self.sigma_z_scale = sigma_z_scale
 
     def forward(self, x_t: torch.Tensor, t, m: torch.Tensor) -> torch.Tensor:
-        b, k = x_t.shape[:2]
-        tt = _bcast(_as_batch_t(t, b, x_t), x_t)
-        scale = torch.ones_like(tt)
-        if self.sigma_z_scale == "mixture_rms":
-            scale = _bcast(m.reshape(b, -1).pow(2).mean(1).sqrt().clamp_min(1e-8), x_t)
+        b, k = x_t.shape[0], self.n_sources
+        if x_t.shape[1] != k:
+            raise ValueError(f"PreconditionedFlow built for {k} sources, got x_t {tuple(x_t.shape)}")
+        t_vec = _as_batch_t(t, b, x_t)
+        tt = _bcast(t_vec, x_t)
+        scale = _bcast(mixture_rms(m), x_t) if self.sigma_z_scale == "mixture_rms" else torch.ones_like(tt)
         sigma_n2 = (self.sigma_z * scale) ** 2 * (k - 1) / k
         sigma_d2 = (self.sigma_data * scale) ** 2
         c_in, c_skip, c_out = velocity_preconditioning(tt, sigma_n2, sigma_d2)
         x_dev = project_perp(x_t)
-        f = self.net(m.unsqueeze(1) / k + c_in * x_dev, _as_batch_t(t, b, x_t), m)
+        f = self.net(m.unsqueeze(1) / k + c_in * x_dev, t_vec, m)
         return c_skip * x_dev + c_out * f
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .flow import VelocityFn, euler_sample, mixture_consistent_start, project_perp
+from .flow import VelocityFn, euler_sample, mixture_consistent_start, mixture_rms, project_perp
 
 
 def noise_std(mixtures: torch.Tensor, training_cfg: dict) -> torch.Tensor:
@@ -11,7 +11,7 @@ def noise_std(mixtures: torch.Tensor, training_cfg: dict) -> torch.Tensor:
     b = mixtures.shape[0]
     std = torch.full((b,), float(training_cfg["sigma_z"]), device=mixtures.device, dtype=mixtures.dtype)
     if training_cfg.get("sigma_z_scale", "absolute") == "mixture_rms":
-        std = std * mixtures.reshape(b, -1).pow(2).mean(1).sqrt().clamp_min(1e-8)
+        std = std * mixture_rms(mixtures)
     return std.view(b, 1, *([1] * (mixtures.dim() - 1)))
 
 
