@@ -6,7 +6,7 @@ constraint that the sources average to the observed mixture.
 """
 import torch
 
-from surfbench.basis import basis_separate, dsm_loss, geometric_sigmas
+from surfbench.basis import basis_separate, check_constraint_step, dsm_loss, geometric_sigmas
 from surfbench.method import Method
 
 
@@ -23,6 +23,8 @@ class BASIS(Method):
         self.student = self.make_model("score")
         b = self.cfg["basis"]
         self.sigmas = geometric_sigmas(b["sigma_max"], b["sigma_min"], b["levels"]).to(self.device)
+        # refuse a diverging sampler before training, not after it
+        check_constraint_step(self.n_sources, b["constraint_weight"], b["lr"], float(self.sigmas[-1]))
 
     def training_step(self, batch, ctx):
         images = batch["sources"].flatten(0, 1) * self.n_sources   # full clean images a_k in [0, 1]

@@ -42,6 +42,23 @@ def dsm_loss(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, generator
     return (0.5 * sigma.pow(2) * per_example).mean()
 
 
+def check_constraint_step(n_sources: int, constraint_weight: float, lr: float, sigma_min: float) -> float:
+    """``g = K w lr / σ_L²``; raises ``ValueError`` (naming the config keys) when ``g ≥ 1``.
+
+    Every step of :func:`basis_separate` multiplies the mixture residual ``K m − Σ_j a_j`` by
+    ``1 − 2g`` (``η/σ² = lr/σ_L²`` at every level): ``g ≥ 1`` overshoots by at least as much as
+    it corrects, and the chain diverges.  The reference recipe (K = 2, w = 1, lr = 3e-5,
+    σ_L = 0.01) has ``g = 0.6``.
+    """
+    gain = n_sources * constraint_weight * lr / sigma_min**2
+    if gain >= 1.0:
+        raise ValueError(
+            f"basis: K * constraint_weight * lr / sigma_min^2 = {n_sources} * {constraint_weight} * {lr} / {sigma_min:.4g}^2"
+            f" = {gain:.3g} >= 1: each Langevin step overshoots the mixture constraint by more than it corrects and the"
+            f" chain diverges; lower basis.lr or basis.constraint_weight, or raise basis.sigma_min")
+    return gain
+
+
 @torch.no_grad()
 def basis_separate(
     score_fn: ScoreFn,
@@ -59,11 +76,18 @@ def basis_separate(
     Init ``a_k ~ U[0, 1]``; for each level ``σ`` (``steps_per_level`` steps,
     ``η = lr (σ/σ_L)²``)::
 
-        a_k += η s(a_k, σ) − w (η/σ²) ∇_{a_k} ||m − (1/K) Σ_j a_j||² + sqrt(2η) ε
+        a_k += η s(a_k, σ) − w (η/σ²) ∇_{a_k} ||K m − Σ_j a_j||² + sqrt(2η) ε
+             = η s(a_k, σ) + 2 w (η/σ²) (K m − Σ_j a_j)        + sqrt(2η) ε
 
-    with ``∇_{a_k} ||m − (1/K) Σ_j a_j||² = −(2/K)(m − (1/K) Σ_j a_j)`` written out.
-    ``w = constraint_weight`` is a config **choice** (1.0: the BASIS constraint
-    ``(1/σ²)||m − g(a)||²`` adapted to the average ``g(a) = mean_k a_k``).
+    The reference code (BASIS, ``ncsn/runners/multiple_mnist_runner.py``) penalises
+    ``||m_sum − Σ_j a_j||²`` with ``m_sum`` the **sum** of the full images; the observed
+    mixture here is their average ``m``, so ``m_sum = K m``.  Written with the average the
+    penalty is ``K² ||m − mean_j a_j||²``: the factor ``K²`` is part of the reference's
+    constraint and is kept.  ``w = constraint_weight`` is a config **choice**: 1.0 is the
+    reference's MNIST code; its CIFAR-10 code (``cifar_runner.py``) drops the 2 of the
+    gradient, i.e. ``w = 0.5``.
+    The mixture residual contracts by ``1 − 2 K w η/σ²`` per step (``η/σ² = lr/σ_L²`` at
+    every level); ``K w lr / σ_L² ≥ 1`` diverges and is refused (:func:`check_constraint_step`).
     Clamped to ``clamp`` (``[0, 1]``) at the end only (``None``: no clamp).
     ``noise``: an :class:`~surfbench.seeding.ItemNoise` (``.rand``/``.randn`` returning
     ``[B, *shape]``) so the result of an item is independent of its batch; ``None``:
@@ -82,14 +106,15 @@ def basis_separate(
 
     sig = sigmas.detach().to("cpu", torch.float64)
     sigma_last = float(sig[-1])
+    check_constraint_step(k, constraint_weight, lr, sigma_last)
     a = draw("rand")
     for sigma in sig.tolist():
         eta = lr * (sigma / sigma_last) ** 2
         sigma_vec = torch.full((b * k,), sigma, device=dev, dtype=dt)
         for _ in range(steps_per_level):
             score = score_fn(a.flatten(0, 1), sigma_vec).reshape(a.shape)
-            resid = mixture - a.mean(dim=1)  # m − (1/K) Σ_j a_j, [B, *d]
-            grad_constraint = (-2.0 / k) * resid.unsqueeze(1)  # same for every source k
+            resid = k * mixture - a.sum(dim=1)  # K m − Σ_j a_j (the reference's m_sum − Σ_j a_j), [B, *d]
+            grad_constraint = -2.0 * resid.unsqueeze(1)  # ∇_{a_k} ||K m − Σ_j a_j||², the same for every k
             a = a + eta * score - constraint_weight * (eta / sigma**2) * grad_constraint + math.sqrt(2 * eta) * draw("randn")
     if clamp is not None:
         a = a.clamp(clamp[0], clamp[1])

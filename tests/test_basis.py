@@ -3,7 +3,9 @@ import math
 
 import torch
 
-from surfbench.basis import basis_separate, dsm_loss, geometric_sigmas
+import pytest
+
+from surfbench.basis import basis_separate, check_constraint_step, dsm_loss, geometric_sigmas
 from surfbench.seeding import ItemNoise
 
 MU, S = 0.5, 0.2  # prior N(MU, S² I) on each image
@@ -37,7 +39,8 @@ def test_basis_satisfies_mixture_constraint_and_is_per_item():
     assert out.shape == (3, 2, 1, 4, 4)
     assert out.min() >= 0 and out.max() <= 1
     err = (out.mean(1) - m).abs()
-    # stationary constraint residual ≈ sqrt(2η_L)/sqrt(K)/sqrt(1 − 0.7²) ≈ 0.008 per pixel (η/σ² = 0.3 at every level)
+    # the residual K m − Σ a contracts by 1 − 2 K η/σ² = −0.2 per step (η/σ² = 0.3 at every level); its
+    # stationary std is sqrt(K · 2η_L / (1 − 0.2²)) ≈ 0.011, i.e. ≈ 0.006 on the average m − mean_k a_k
     assert err.mean() < 0.015 and err.max() < 0.05, (err.mean(), err.max())
     # not collapsed onto the mixture: the two estimates differ
     assert (out[:, 0] - out[:, 1]).abs().mean() > 0.05
@@ -57,6 +60,42 @@ def test_basis_constraint_weight_matters():
     loose = basis_separate(gaussian_score, m, 2, sig, steps_per_level=30, noise=ItemNoise(1, [0, 1]),
                            constraint_weight=0.0)
     assert (loose.mean(1) - m).abs().mean() > 0.05  # without the constraint the prior alone does not fit m
+
+
+def test_basis_stationary_law_is_the_analytic_posterior():
+    """One level, a long chain: the discretised Langevin law of (a_1 + a_2, a_1 − a_2) per pixel, worked out by hand.
+
+    Prior N(μ, v) per pixel at level σ (v = s² + σ²) and the reference constraint w ||K m − a_1 − a_2||² / σ²
+    (BASIS code: the mixture is the sum of the images, here K m).  With S = a_1 + a_2 and D = a_1 − a_2 one
+    step is linear: D ← (1 − η/v) D + N(0, 4η), S ← S − (η/v)(S − 2μ) + (4wη/σ²)(K m − S) + N(0, 4η).  Hence
+    E S = (2μ/v + 4wKm/σ²) / (1/v + 4w/σ²) (the continuous posterior mean, unaffected by the step),
+    Var S = 4η / (1 − c_S²) with c_S = 1 − η/v − 4wη/σ², Var D = 4η / (1 − c_D²) with c_D = 1 − η/v.
+    """
+    k, sigma, eta, w, m_val = 2, 0.1, 0.002, 1.0, 0.3
+    v = S ** 2 + sigma ** 2
+    m = torch.full((8, 1, 32, 32), m_val, dtype=torch.float64)  # 8192 independent pixel chains
+    torch.manual_seed(0)
+    out = basis_separate(gaussian_score, m, k, torch.tensor([sigma]), steps_per_level=400, lr=eta, clamp=None,
+                         constraint_weight=w)
+    s_sum, d_diff = out.sum(1).flatten(), (out[:, 0] - out[:, 1]).flatten()
+    c_s = 1 - eta / v - 4 * w * eta / sigma ** 2
+    c_d = 1 - eta / v
+    mean_s = (2 * MU / v + 4 * w * k * m_val / sigma ** 2) / (1 / v + 4 * w / sigma ** 2)
+    var_s, var_d = 4 * eta / (1 - c_s ** 2), 4 * eta / (1 - c_d ** 2)
+    n = s_sum.numel()
+    assert abs(s_sum.mean().item() - mean_s) < 4 * math.sqrt(var_s / n), (s_sum.mean().item(), mean_s)
+    assert abs(d_diff.mean().item()) < 4 * math.sqrt(var_d / n)
+    assert math.isclose(s_sum.var().item(), var_s, rel_tol=0.07), (s_sum.var().item(), var_s)
+    assert math.isclose(d_diff.var().item(), var_d, rel_tol=0.07), (d_diff.var().item(), var_d)
+
+
+def test_basis_refuses_a_diverging_constraint_step():
+    assert math.isclose(check_constraint_step(2, 1.0, 3e-5, 0.01), 0.6)  # the reference recipe
+    with pytest.raises(ValueError, match="basis.lr or basis.constraint_weight"):
+        check_constraint_step(4, 1.0, 3e-5, 0.01)  # 1.2: the residual grows by 1.4x per step
+    m = torch.full((1, 1, 2, 2), 0.4)
+    with pytest.raises(ValueError, match="diverges"):
+        basis_separate(gaussian_score, m, 2, geometric_sigmas(1.0, 0.01, 3), steps_per_level=2, lr=1e-4)
 
 
 def test_dsm_loss_prefers_true_score():
