@@ -154,6 +154,9 @@ def _check_method_names(cfg: dict, source: str) -> None:
     for d, dom in cfg.get("domains", {}).items():
         for m in dom.get("method_overrides", {}):
             named.append((f"domains.{d}.method_overrides", m))
+    for ds, over in cfg.get("dataset_overrides", {}).items():
+        for m in over.get("method_overrides", {}):
+            named.append((f"dataset_overrides.{ds}.method_overrides", m))
     for m in cfg.get("ablations", {}).get("methods", []):
         named.append(("ablations.methods", m))
     bad = []
@@ -241,11 +244,15 @@ def resolve_run(cfg: dict, run: RunId) -> dict:
         raise ConfigError(f"unknown dataset {run.dataset!r}; expected one of {sorted(DOMAIN_OF_DATASET)}")
     domain = DOMAIN_OF_DATASET[run.dataset]
     dom = cfg["domains"].get(domain, {})
+    ds = cfg.get("dataset_overrides", {}).get(run.dataset, {})
     training = copy.deepcopy(cfg["training"])
+    # general to specific, later wins (the order is in the schema's description of dataset_overrides)
     for layer in (
         dom.get("training", {}),
+        ds.get("training", {}),
         cfg["method_overrides"].get(run.method, {}),
         dom.get("method_overrides", {}).get(run.method, {}),
+        ds.get("method_overrides", {}).get(run.method, {}),
         parse_variant(run.variant),
     ):
         training = deep_merge(training, layer)
@@ -260,7 +267,7 @@ def resolve_run(cfg: dict, run: RunId) -> dict:
         "models": copy.deepcopy(dom.get("models", {})),
         "sampler": copy.deepcopy(cfg["sampler"]),
         "mixit": copy.deepcopy(cfg["mixit"]),
-        "basis": copy.deepcopy(cfg["basis"]),
+        "basis": deep_merge(cfg["basis"], ds.get("basis", {})),
         "data": copy.deepcopy(cfg["datasets"][run.dataset]),
     }
 

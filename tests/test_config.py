@@ -120,6 +120,11 @@ def test_unknown_nested_key_names_its_full_path_and_suggests():
      "domains.audio.method_overrides.mixit.ema_alpah", "ema_alpha"),
     ({"datasets": {"mnist": {"n_train_image": 10}}}, "datasets.mnist.n_train_image", "n_train_images"),
     ({"sampler": {"euler_step": 3}}, "sampler.euler_step", "euler_steps"),
+    ({"dataset_overrides": {"mnsit": {}}}, "dataset_overrides.mnsit", "mnist"),
+    ({"dataset_overrides": {"mnist": {"basis": {"steps_per_levl": 3}}}}, "dataset_overrides.mnist.basis.steps_per_levl",
+     "steps_per_level"),
+    ({"dataset_overrides": {"cifar10": {"method_overrides": {"basis": {"stepz": 3}}}}},
+     "dataset_overrides.cifar10.method_overrides.basis.stepz", "steps"),
 ])
 def test_unknown_keys_in_nested_and_override_blocks(cfg, where, near):
     msg = _err(cfg)
@@ -160,6 +165,8 @@ def test_enum_value_is_refused_with_a_suggestion():
     ({"method_overrides": {"surf_remixt": {"steps": 2}}}, "method_overrides"),
     ({"domains": {"image": {"method_overrides": {"surf_remixt": {"steps": 2}}}}}, "domains.image.method_overrides"),
     ({"ablations": {"methods": ["surf_remixt"]}}, "ablations.methods"),
+    ({"dataset_overrides": {"mnist": {"method_overrides": {"surf_remixt": {"steps": 2}}}}},
+     "dataset_overrides.mnist.method_overrides"),
 ])
 def test_unknown_method_is_refused_with_a_suggestion(cfg, where):
     msg = _err(cfg)
@@ -265,6 +272,27 @@ def test_resolve_run_layers_in_order(hand_cfg):
     assert r["models"] == {"flow": {"arch": "unet", "base_channels": 8}}
     assert r["data"]["n_eval_mixtures"] == 11
     assert r["sampler"] == {"euler_steps": 5}
+
+
+def test_resolve_run_dataset_overrides_layer_between_domain_and_method():
+    cfg = validate({**HAND_MADE, "basis": {"steps_per_level": 7, "lr": 2e-5},
+                    "dataset_overrides": {"mnist": {"training": {"lr": 0.3, "steps": 50},
+                                                    "method_overrides": {"basis": {"steps": 90}},
+                                                    "basis": {"steps_per_level": 30}}}})
+    basis = resolve_run(cfg, RunId("mnist", "basis", 0))
+    assert basis["training"]["steps"] == 90 and basis["training"]["lr"] == 0.3
+    # only the keys written replace the profile's basis block; the rest keep the profile's values or defaults
+    assert basis["basis"] == {"sigma_max": 1.0, "sigma_min": 0.01, "levels": 10, "steps_per_level": 30, "lr": 2e-5,
+                              "constraint_weight": 1.0}
+    # a per-method override (domain level) still beats the dataset's training block
+    assert resolve_run(cfg, RunId("mnist", "surf_remixit", 0))["training"]["steps"] == 40
+    assert resolve_run(cfg, RunId("mnist", "mixit", 0))["training"]["steps"] == 50
+    # other datasets of the same domain are untouched, and so is their config hash
+    other = resolve_run(cfg, RunId("cifar10", "basis", 0))
+    assert other["training"]["steps"] == 20 and other["training"]["lr"] == 0.2 and other["basis"]["steps_per_level"] == 7
+    plain = validate({**HAND_MADE, "basis": {"steps_per_level": 7, "lr": 2e-5}})
+    assert config_hash(other) == config_hash(resolve_run(plain, RunId("cifar10", "basis", 0)))
+    assert config_hash(basis) != config_hash(resolve_run(plain, RunId("mnist", "basis", 0)))
 
 
 def test_resolve_run_other_domain_and_method(hand_cfg):
