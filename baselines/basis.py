@@ -18,6 +18,9 @@ class BASIS(Method):
     training_data = "single_sources"
     domains = ("image",)
     tables = ("1", "2")
+    # the longest chain of every profile: a score model with no teacher to wait for, then annealed
+    # Langevin sampling (levels x steps_per_level score evaluations per mixture) at evaluation
+    schedule_priority = 2
 
     def build(self):
         self.student = self.make_model("score")

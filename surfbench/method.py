@@ -69,6 +69,11 @@ class Method:
     teacher: ClassVar[str | None] = None
     #: the evaluation protocols (paper tables) the method is ranked in; None = all of its domains
     tables: ClassVar[tuple[str, ...] | None] = None
+    #: Snakemake priority of the method's jobs (``surfbench.plan.run_priority``): when slots are short, higher
+    #: starts first. Set it for a method whose chain (training, then evaluation) is among a profile's longest,
+    #: so that it does not start last and end the run alone (BASIS: its sampler is levels x steps_per_level
+    #: score evaluations per mixture). Teachers are raised by one automatically.
+    schedule_priority: ClassVar[int] = 0
     name: ClassVar[str] = ""   # set by the registry from the file name
 
     def __init__(self, run_cfg: dict, data_shape: tuple[int, ...], n_sources: int, device: torch.device | str = "cpu"):

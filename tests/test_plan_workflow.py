@@ -180,6 +180,28 @@ def _wildcards_of(out: str, rule: str) -> list[RunId]:
     return runs
 
 
+def _priorities_of(out: str, rule: str) -> dict[RunId, int]:
+    """The ``priority:`` Snakemake prints for each job of ``rule`` (it prints none for 0)."""
+    prio = {}
+    for block in re.split(r"\n(?=\[|rule |localrule )", out):
+        if not re.search(rf"^(local)?rule {rule}:", block.strip(), re.M):
+            continue
+        m = re.search(r"wildcards: dataset=(\w+), method=(\S+), seed=(\d+)", block)
+        method, variant = RunId.parse_method_dir(m.group(2))
+        p = re.search(r"^\s+priority: (\d+)$", block, re.M)
+        prio[RunId(m.group(1), method, int(m.group(3)), variant)] = int(p.group(1)) if p else 0
+    return prio
+
+
+def test_run_priority_longest_chains_first():
+    # by hand: BASIS declares 2 (score model, then a long Langevin chain per mixture); MixIT is the teacher
+    # of ReMixIT, Self-Remixing and both SURF variants (+1); every other method 0
+    expected = {"basis": 2, "mixit": 1}
+    for m in registry().names():
+        assert plan.run_priority(RunId("cifar10", m, 0)) == expected.get(m, 0), m
+    assert plan.run_priority(RunId("cifar10", "surf_self_remixing", 0, "alpha=0")) == 0
+
+
 def test_snakemake_dry_run_of_the_paper_profile(paper, tmp_path):
     out = _dry_run(ROOT / "config" / "paper.yaml", tmp_path)
     stats = _job_stats(out)
@@ -200,3 +222,8 @@ def test_snakemake_dry_run_of_the_paper_profile(paper, tmp_path):
     assert all(r.dataset == "cifar10" for r in listed if r.variant)
     # Table 4 runs on libri2mix
     assert {r.method for r in listed if r.dataset == "libri2mix"} == t4
+    # the jobs carry their run's priority: BASIS's training and evaluations first, then the MixIT teachers
+    for rule in ("train_model", "evaluate_run", "evaluate_table2"):
+        prio = _priorities_of(out, rule)
+        assert prio and all(p == {"basis": 2, "mixit": 1}.get(r.method, 0) for r, p in prio.items()), (rule, prio)
+    assert _priorities_of(out, "train_model")[RunId("cifar10", "basis", paper["seeds"][0])] == 2

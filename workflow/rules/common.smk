@@ -30,6 +30,10 @@ def resolved(wc) -> dict:
     return resolve_run(CFG, run_of(wc))
 
 
+def priority_of(wc) -> int:
+    return plan.run_priority(run_of(wc))
+
+
 def run_dir(run: RunId) -> str:
     return f"{RES}/{run.dataset}/{run.method_dir}/seed{run.seed}"
 

@@ -22,6 +22,7 @@ rule evaluate_run:
         f"{LOGS}/evaluate/{{dataset}}/{{method}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/evaluate/{{dataset}}/{{method}}/seed{{seed}}.tsv"
+    priority: priority_of
     threads: CFG["threads_per_job"]
     params:
         eval_cfg=as_json_arg(CFG["evaluation"]),
@@ -49,6 +50,7 @@ rule evaluate_table2:
         f"{LOGS}/evaluate_table2/{{dataset}}/{{method}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/evaluate_table2/{{dataset}}/{{method}}/seed{{seed}}.tsv"
+    priority: priority_of
     threads: CFG["threads_per_job"]
     params:
         eval_cfg=as_json_arg(CFG["evaluation"]),

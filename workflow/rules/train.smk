@@ -34,6 +34,7 @@ rule train_model:
         f"{LOGS}/train/{{dataset}}/{{method}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/train/{{dataset}}/{{method}}/seed{{seed}}.tsv"
+    priority: priority_of
     threads: CFG["threads_per_job"]
     resources:
         gpu=CFG["gpus_per_job"],
