@@ -168,28 +168,29 @@ def _job_stats(out: str) -> dict[str, int]:
     return counts
 
 
-def _wildcards_of(out: str, rule: str) -> list[RunId]:
-    runs = []
+def _jobs_of(out: str, rule: str) -> list[tuple[RunId, str]]:
+    """Each job of ``rule`` in a dry run's output: its run (from the wildcards) and its printed block."""
+    jobs = []
     for block in re.split(r"\n(?=\[|rule |localrule )", out):
         if not re.search(rf"^(local)?rule {rule}:", block.strip(), re.M):
             continue
         m = re.search(r"wildcards: dataset=(\w+), method=(\S+), seed=(\d+)", block)
         assert m, block
         method, variant = RunId.parse_method_dir(m.group(2))
-        runs.append(RunId(m.group(1), method, int(m.group(3)), variant))
-    return runs
+        jobs.append((RunId(m.group(1), method, int(m.group(3)), variant), block))
+    return jobs
+
+
+def _wildcards_of(out: str, rule: str) -> list[RunId]:
+    return [run for run, _ in _jobs_of(out, rule)]
 
 
 def _priorities_of(out: str, rule: str) -> dict[RunId, int]:
     """The ``priority:`` Snakemake prints for each job of ``rule`` (it prints none for 0)."""
     prio = {}
-    for block in re.split(r"\n(?=\[|rule |localrule )", out):
-        if not re.search(rf"^(local)?rule {rule}:", block.strip(), re.M):
-            continue
-        m = re.search(r"wildcards: dataset=(\w+), method=(\S+), seed=(\d+)", block)
-        method, variant = RunId.parse_method_dir(m.group(2))
+    for run, block in _jobs_of(out, rule):
         p = re.search(r"^\s+priority: (\d+)$", block, re.M)
-        prio[RunId(m.group(1), method, int(m.group(3)), variant)] = int(p.group(1)) if p else 0
+        prio[run] = int(p.group(1)) if p else 0
     return prio
 
 
