@@ -4,8 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 8
 PROFILE ?= tiny
+# extras of surfbench to install (`slurm`: Snakemake's SLURM executor plugin, for clusters)
+EXTRAS ?= test
+# every dependency at an exact version, so a clone installed next year computes today's numbers
+# (`make lock` refreshes it on purpose; see the README)
+LOCK   := requirements.lock
 
-.PHONY: setup tables test ci-pipeline clean-results
+.PHONY: setup tables test lock ci-pipeline clean-results
 
 # The environment is (re)built when pyproject.toml changes. It is large: the torch 2.11 trio is
 # pinned to PyPI's CUDA builds (the GPU machines' stack; there is no CPU build of torchvision 0.26),
@@ -13,7 +18,7 @@ PROFILE ?= tiny
 # system, say so before pip starts (pip then fails half-way with "No space left on device").
 SETUP_FREE_GB ?= 7
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@free_kb=$$(df -Pk "$(dir $(abspath $(VENV)))" | awk 'NR == 2 {print $$4}'); \
 	if [ -n "$$free_kb" ] && [ "$$free_kb" -lt $$(( $(SETUP_FREE_GB) * 1048576 )) ]; then \
 	  echo "make setup: WARNING: $$(( free_kb / 1048576 )) GB free on the file system of $(abspath $(VENV));" \
@@ -22,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[$(EXTRAS)]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -32,6 +37,21 @@ tables: setup
 
 test: setup
 	. $(BIN)/activate && python -m pytest -q
+
+# Refresh the lock: install surfbench with every extra into a scratch environment, newest versions
+# pyproject.toml allows, and write what got installed.  Do it on purpose (a new dependency, a fix you
+# need), then run `make test` and review the golden diff: new versions can move the numbers.
+LOCK_VENV ?= .lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[test,slurm]'
+	{ echo "# Exact versions of every dependency of surfbench[test,slurm], written by \`make lock\` on $$(date -u +%F)"; \
+	  echo "# with Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())') on $$(uname -sm). \`make setup\` installs with --constraint $(LOCK)."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 clean-results:
 	rm -rf results/$(PROFILE) report/$(PROFILE) work/$(PROFILE)
