@@ -48,7 +48,7 @@ import torch
 from .config import DOMAIN_OF_DATASET, RunId, load_config, resolve_run
 from .method import Method, Phase, StepContext
 from .registry import registry
-from .train import make_batch, optimisation_step, pick_device
+from .train import adam, make_batch, optimisation_step, pick_device
 
 #: the issue's expectation for a SURF step relative to a FLOSS step (information only)
 SURF_RATIO_LIMIT = 2.4
@@ -91,7 +91,7 @@ class StepCase:
     def __post_init__(self):
         self.params = [p for p in self.method.student.parameters() if p.requires_grad]
         tcfg = self.method.training_cfg
-        self.opt = torch.optim.Adam(self.params, lr=tcfg.get("lr", 1e-3), betas=tuple(tcfg.get("adam_betas", (0.9, 0.999))))
+        self.opt = adam(self.params, {"lr": 1e-3, "adam_betas": (0.9, 0.999), **tcfg})
 
     def context(self) -> StepContext:
         return StepContext(step=self.step_no, phase=self.phase, phase_step=self.phase_step,

@@ -21,6 +21,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from . import environment
 from .config import config_hash
 from .data.store import load_split, save_npz_atomic
 from .registry import registry
@@ -159,6 +160,7 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
         "config_hash": config_hash(run_cfg), "dataset_hash": evalset.content_hash,
         "model_hash": file_sha256(Path(model_path)), "n_items": int(n * k), "n_mixtures": int(n),
         "runtime_s": round(time.time() - t0, 3), "method_info": cls.metadata(),
+        "environment": environment.capture(dev), "training_environments": method.training_environments,
     }
     return write_run_results(out_dir, header=header, items=items, metrics=metrics)
 

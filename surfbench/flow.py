@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from surfbench.pit import best_permutation, pairwise_mse, permute
+from surfbench.numerics import sqrt
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -61,7 +62,7 @@ def mixture_consistent_start(m: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 def mixture_rms(m: torch.Tensor) -> torch.Tensor:
     """RMS of each mixture ``m: [B, *d]`` as ``[B]`` (floored at 1e-8): the level ``sigma_z_scale: mixture_rms`` follows."""
-    return m.reshape(m.shape[0], -1).pow(2).mean(1).sqrt().clamp_min(1e-8)
+    return sqrt(m.reshape(m.shape[0], -1).pow(2).mean(1)).clamp_min(1e-8)
 
 
 # --------------------------------------------------------------------------- network preconditioning
@@ -86,7 +87,7 @@ def velocity_preconditioning(t: torch.Tensor, sigma_n2: torch.Tensor, sigma_d2: 
     var = (1 - t) ** 2 * sigma_n2 + t ** 2 * sigma_d2
     cov = t * sigma_d2 - (1 - t) * sigma_n2
     c_skip = cov / var
-    c_out = (sigma_d2 + sigma_n2 - c_skip * cov).clamp_min(0).sqrt()
+    c_out = sqrt((sigma_d2 + sigma_n2 - c_skip * cov).clamp_min(0))
     return var.rsqrt(), c_skip, c_out
 
 

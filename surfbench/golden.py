@@ -10,7 +10,8 @@ each holding::
     {"format": "surfbench-golden/1", "dataset": ..., "method": ..., "variant": ..., "protocol": ...,
      "metrics": {name: {"value": float | null, "atol": float | null, "reason": str}},
      "provenance": {"seeds": [...], "config_hash": ..., "dataset_hash": ..., "model_hash": ...,
-                    "git_commit": ..., "surfbench_version": ...}}
+                    "git_commit": ..., "surfbench_version": ..., "environment": {...},
+                    "training_environments": [fingerprint, ...]}}
 
 ``value`` is the metric's mean over the evaluated items (over seeds, if several);
 ``value: null`` marks a metric that was unavailable where the golden file was made
@@ -30,6 +31,7 @@ import json
 import math
 from pathlib import Path
 
+from .environment import fingerprint
 from .results import load_metrics
 
 GOLDEN_FORMAT = "surfbench-golden/1"
@@ -105,6 +107,8 @@ def extract(results_root: str | Path, profile: str) -> dict:
                 "git_commit": first.get("git_commit"),
                 "surfbench_version": first.get("surfbench_version"),
                 "schema_version": first.get("schema_version"),
+                "environment": first.get("environment"),
+                "training_environments": [fingerprint(e) for e in first.get("training_environments") or []],
             },
         }
     return out
@@ -179,6 +183,30 @@ def check(results: dict, goldens: dict, methods: list[str] | None = None) -> lis
     return failures
 
 
+def _describe(env: dict | None) -> str:
+    if not env:
+        return "not recorded"
+    cpu, libs = env.get("cpu") or {}, env.get("libraries") or {}
+    return (f"{cpu.get('model')} ({cpu.get('isa')}), cpu_kernels {(env.get('cpu_kernels') or {}).get('setting')}, "
+            f"torch {libs.get('torch')}, numpy {libs.get('numpy')}, {(env.get('threads') or {}).get('torch')} thread(s), "
+            f"device {env.get('device')}")
+
+
+def environment_report(results: dict, goldens: dict) -> list[str]:
+    """Where the golden files and this run were computed, and how the environments differ (printed on failure)."""
+    from .environment import differences
+
+    common = sorted(set(results) & set(goldens))
+    if not common:
+        return []
+    gold, run = goldens[common[0]].get("provenance", {}), results[common[0]]["provenance"]
+    lines = [f"environments ({common[0]}):",
+             f"  golden (commit {gold.get('git_commit')}): {_describe(gold.get('environment'))}",
+             f"  run    (commit {run.get('git_commit')}): {_describe(run.get('environment'))}"]
+    diffs = differences(gold.get("environment"), run.get("environment"))
+    return lines + ([f"  differs: {d}" for d in diffs] or ["  no difference in the recorded environments"])
+
+
 def update(results: dict, golden_dir: str | Path, previous: dict | None = None) -> list[Path]:
     """Write the golden files of ``results`` (tolerances already in the files are kept); remove orphans."""
     golden_dir = Path(golden_dir)
@@ -230,9 +258,13 @@ def run(results_root: str | Path, profile: str, golden_root: str | Path, do_upda
         written = update(results, gdir)
         print(f"wrote {len(written)} golden files under {gdir}", file=file)
         return 0
-    failures = check(results, load_goldens(gdir), registry().names())
+    goldens = load_goldens(gdir)
+    failures = check(results, goldens, registry().names())
     for f in failures:
         print(f"FAIL {f}", file=file)
+    if failures:
+        for line in environment_report(results, goldens):
+            print(line, file=file)
     n_metrics = sum(1 for e in results.values() for v in e["metrics"].values() if v is not None)
     print(f"golden {profile}: {len(results)} runs, {n_metrics} metric values, {len(failures)} failures", file=file)
     return 1 if failures else 0

@@ -1,13 +1,17 @@
 """The results store: one ``metrics.json`` (+ ``items.csv``) per run, versioned and written atomically.
 
-``metrics.json`` (schema version 1)::
+``metrics.json`` (schema version 2)::
 
-    {"schema_version": 1, "surfbench_version": ..., "git_commit": ..., "profile": ..., "dataset": ...,
+    {"schema_version": 2, "surfbench_version": ..., "git_commit": ..., "profile": ..., "dataset": ...,
      "method": ..., "variant": ..., "seed": ..., "protocol": "table1" | "table2" | ...,
      "config_hash": ..., "dataset_hash": ..., "model_hash": ..., "n_items": ..., "runtime_s": ...,
      "metrics": {name: {"mean", "sem", "ci95": [lo, hi], "n", "higher_is_better", "kind": "item"|"set",
                         "available": bool, "reason": str, "spread": float|null}},
-     "method_info": {display_name, supervised, generative, citation}}
+     "method_info": {display_name, supervised, generative, citation},
+     "environment": {...},                  # the evaluation's (surfbench.environment.capture)
+     "training_environments": [{...}, ...]} # the training's, one per environment it ran in (null: unknown)
+
+Version 1 had no ``environment`` / ``training_environments``; it loads with both ``null``.
 
 ``items.csv`` holds the per-item values (one row per separated image / source).  It is
 written first and ``metrics.json`` last, so a ``metrics.json`` only exists beside a
@@ -26,7 +30,7 @@ import pandas as pd
 
 from . import __version__
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def git_commit() -> str:
@@ -84,7 +88,9 @@ def _upgrade(blob: dict, path: Path) -> dict:
         raise ValueError(f"{path}: no schema_version; not a surfbench metrics file")
     if v > SCHEMA_VERSION:
         raise ValueError(f"{path}: schema_version {v} is newer than this surfbench ({SCHEMA_VERSION}); upgrade surfbench")
-    # version 1 is the first; later versions add an upgrade step here (v -> v+1) and keep old fixtures in tests/
+    if v == 1:  # 1 -> 2: the environments were not recorded
+        blob = {**blob, "environment": None, "training_environments": None}
+    # a later version adds its upgrade step here (v -> v+1) and keeps old fixtures in tests/
     return blob
 
 
@@ -99,11 +105,14 @@ def load_metrics(path: str | Path) -> dict:
 
 def collect(results_root: str | Path, profile: str) -> pd.DataFrame:
     """Every run's metrics as a long frame (one row per run and metric)."""
+    from .environment import fingerprint
+
     rows = []
     root = Path(results_root) / profile
     for path in sorted(root.glob("**/metrics.json")):
         blob = load_metrics(path)
         info = blob.get("method_info", {})
+        env = fingerprint(blob.get("environment"), *(blob.get("training_environments") or []))
         for name, m in blob["metrics"].items():
             rows.append({
                 "protocol": blob["protocol"], "dataset": blob["dataset"], "method": blob["method"],
@@ -112,12 +121,17 @@ def collect(results_root: str | Path, profile: str) -> pd.DataFrame:
                 "spread": m.get("spread"), "higher_is_better": m["higher_is_better"], "available": m["available"],
                 "reason": m.get("reason", ""), "display_name": info.get("display_name", blob["method"]),
                 "supervised": info.get("supervised"), "generative": info.get("generative"), "path": str(path),
+                "environment": env,
             })
     return pd.DataFrame(rows)
 
 
 def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
-    """Across seeds: mean of the per-seed means and a 95% t-interval (one seed: that run's own bootstrap interval)."""
+    """Across seeds: mean of the per-seed means and a 95% t-interval (one seed: that run's own bootstrap interval).
+
+    ``n_environments``: how many different environments (``surfbench.environment.fingerprint``; an
+    unrecorded one counts as one more) the available seeds were computed in.
+    """
     from scipy import stats
 
     if df.empty:
@@ -129,7 +143,8 @@ def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
         avail = g[g["available"]]
         row = dict(zip(keys, key))
         row.update(higher_is_better=bool(first["higher_is_better"]), display_name=first["display_name"],
-                   supervised=first["supervised"], generative=first["generative"], n_seeds=len(avail))
+                   supervised=first["supervised"], generative=first["generative"], n_seeds=len(avail),
+                   n_environments=len(set(avail["environment"].fillna("unrecorded"))) if "environment" in avail else 1)
         if avail.empty:
             row.update(mean=np.nan, ci_low=np.nan, ci_high=np.nan, available=False,
                        reason="; ".join(sorted(set(g["reason"].astype(str)))), spread=np.nan)

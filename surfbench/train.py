@@ -31,6 +31,7 @@ import yaml
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
+from . import environment
 from .config import config_hash
 from .data.recipes import mixtures_of_mixtures
 from .data.store import load_split
@@ -101,6 +102,7 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu") -> Method
             raise TrainingError(f"{path}: module {k!r} is not built by method {cls.name}; the model file and baselines/{cls.name}.py disagree")
         mods[k].load_state_dict(sd)
     method.eval_modules()
+    method.training_environments = blob.get("environments")  # None in models made before they were recorded
     return method
 
 
@@ -152,6 +154,15 @@ def make_batch(kind: str, sources: torch.Tensor, domain: str, mixit_cfg: dict, g
 
 
 # ----------------------------------------------------------------------------- the loop
+def adam(params: list, tcfg: dict) -> torch.optim.Adam:
+    """Every run's optimiser: Adam with the run's ``lr`` and ``adam_betas``, in PyTorch's fused kernel.
+
+    The default (foreach) step takes its square root with ``torch.sqrt``, which on the CPU rounds
+    differently on some processors (``surfbench.reproducible``); the fused kernel's is exact everywhere.
+    """
+    return torch.optim.Adam(params, lr=tcfg["lr"], betas=tuple(tcfg["adam_betas"]), fused=True)
+
+
 def optimisation_step(method: Method, batch: dict, ctx: StepContext, opt: torch.optim.Optimizer, params: list) -> float:
     """One training iteration: the method's loss, backward, clipping, warm-up, Adam, then ``after_step`` (EMA)."""
     tcfg = method.training_cfg
@@ -217,8 +228,10 @@ def train(run_cfg: dict, data_dir: str | Path, out: str | Path, ckpt_dir: str | 
     phases: list[Phase] = method.phases()
     total = sum(p.steps for p in phases)
     history: list[tuple[int, str, float]] = []
+    envs = [environment.capture(dev)]  # every environment this training ran in (a resumed run may span several)
     if method.student is not None and total > 0 and cls.training_data != "none":
-        history = _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, dev, progress, stop_after)
+        history = _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, dev, progress, stop_after,
+                        envs)
         if history is None:
             return None
     if rank == 0:
@@ -232,6 +245,7 @@ def train(run_cfg: dict, data_dir: str | Path, out: str | Path, ckpt_dir: str | 
             "train_hash": trainset.content_hash,
             "steps": total,
             "history": history,
+            "environments": envs,
             "modules": {k: unwrap(m).state_dict() for k, m in method.modules_to_save().items()},
         }
         save_atomic(blob, out)
@@ -240,7 +254,7 @@ def train(run_cfg: dict, data_dir: str | Path, out: str | Path, ckpt_dir: str | 
     return out
 
 
-def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, dev, progress, stop_after):
+def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, dev, progress, stop_after, envs):
     tcfg = run_cfg["training"]
     if tcfg["batch_size"] % world:
         raise TrainingError(f"training.batch_size={tcfg['batch_size']} is not divisible by the {world} processes")
@@ -251,7 +265,7 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
     gen.manual_seed(derive_seed(run_cfg["seed"], "train", rank))
 
     params = [p for p in method.student.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=tcfg["lr"], betas=tuple(tcfg["adam_betas"]))
+    opt = adam(params, tcfg)
     if world > 1:
         method.student = torch.nn.parallel.DistributedDataParallel(
             method.student, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -269,6 +283,8 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
         stream.load(st["stream"][rank])
         _set_rng_state(gen, st["rng"][rank])
         step, history = st["step"], st["history"]
+        earlier = [e for e in st.get("environments", []) if environment.fingerprint(e) != environment.fingerprint(envs[-1])]
+        envs[:0] = earlier
         if rank == 0:
             print(f"[surfbench.train] resuming {ckpt} at step {step}/{total}", file=sys.stderr, flush=True)
 
@@ -295,7 +311,7 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
                 print(f"[{cls.name}] step {step}/{total} phase={phase.name} loss={lv:.5g} {rate:.2f} steps/s",
                       file=sys.stderr, flush=True)
         if step % tcfg["checkpoint_every"] == 0 or step == total or step in bounds:
-            _checkpoint(ckpt, method, opt, stream, gen, step, history, run_cfg, rank, world)
+            _checkpoint(ckpt, method, opt, stream, gen, step, history, run_cfg, rank, world, envs)
         if stop_after is not None and step >= stop_after and step < total:
             bar.close()
             return None
@@ -303,7 +319,7 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
     return history
 
 
-def _checkpoint(path, method, opt, stream, gen, step, history, run_cfg, rank, world):
+def _checkpoint(path, method, opt, stream, gen, step, history, run_cfg, rank, world, envs):
     streams, rngs = [stream.state()], [_rng_state(gen)]
     if world > 1:
         streams, rngs = [None] * world, [None] * world
@@ -319,6 +335,7 @@ def _checkpoint(path, method, opt, stream, gen, step, history, run_cfg, rank, wo
             "stream": streams,
             "rng": rngs,
             "history": history,
+            "environments": envs,
         }, path)
 
 

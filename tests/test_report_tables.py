@@ -246,6 +246,20 @@ def test_na_footnote_and_missing(t1_ours, ref):
     assert "n/a<sup>a</sup> (30.89)" in md and "<sup>a</sup> n/a: FID needs >= 10,000 images" in md
 
 
+def test_value_from_several_environments_is_footnoted(t1_ours, ref):
+    ours = t1_ours.assign(n_environments=1)
+    hit = (ours.method == "mixit") & (ours.dataset == "mnist") & (ours.metric == "psnr")
+    ours.loc[hit, "n_environments"] = 2
+    tex = render_latex("1", ours, ref, "tiny", None)
+    assert r"$20.00 \pm 0.25$\textsuperscript{b}" in _line(tex, "MixIT")
+    assert tex.count(r"\textsuperscript{b}") == 2  # the cell and its footnote, nowhere else
+    assert r"\textsuperscript{b}\,the seeds of this value were computed in 2 different environments" in tex
+    md = render_markdown("1", ours, ref, "tiny", None)
+    assert "20.00 ± 0.25<sup>b</sup>" in md and "<sup>b</sup> the seeds of this value were computed in 2" in md
+    # one environment: no mark
+    assert "the seeds of this value" not in render_markdown("1", t1_ours, ref, "tiny", None)
+
+
 def test_extra_method_row_escaped(t1_ours, ref):
     tex = render_latex("1", t1_ours, ref, "tiny", None)
     lines = tex.splitlines()

@@ -12,6 +12,7 @@ from surfbench.golden import extract
 
 FIX = Path(__file__).parent / "fixtures"
 V1 = FIX / "results_v1"
+V2 = FIX / "results_v2"
 
 
 def test_there_is_a_fixture_for_every_schema_version():
@@ -50,6 +51,23 @@ def test_golden_extract_reads_v1():
     out = extract(V1, "ci")
     assert set(out) == {"mnist/mixit", "cifar10/mixit/table2"}
     assert out["mnist/mixit"]["metrics"]["psnr"] is not None
+
+
+def test_v1_loads_without_environments_and_v2_with_them():
+    v1 = R.load_metrics(V1 / "ci/mnist/mixit/seed0/metrics.json")
+    assert v1["environment"] is None and v1["training_environments"] is None
+    v2 = R.load_metrics(V2 / "ci/mnist/mixit/seed0/metrics.json")
+    assert v2["schema_version"] == 2
+    env = v2["environment"]
+    assert env["cpu_kernels"]["setting"] == "avx2" and env["cpu_kernels"]["variables"]["MKL_CBWR"] == "COMPATIBLE"
+    assert env["libraries"]["torch"] and env["threads"]["torch"] == 1 and env["cpu"]["vendor"]
+    assert len(v2["training_environments"]) == 1
+    # one environment per seed; an unrecorded one (v1) counts as another
+    df = pd.concat([R.collect(V2, "ci"), R.collect(V1, "ci").assign(seed=1)])
+    psnr = R.aggregate_seeds(df[(df.dataset == "mnist") & (df.metric == "psnr")])
+    assert psnr["n_seeds"].item() == 2 and psnr["n_environments"].item() == 2
+    agg = R.aggregate_seeds(R.collect(V2, "ci"))
+    assert agg[agg["available"]]["n_environments"].eq(1).all()
 
 
 def test_current_writer_round_trip(tmp_path):

@@ -99,7 +99,7 @@ def test_write_run_results_writes_items_then_metrics_atomically(tmp_path, monkey
     assert sorted(p.name for p in out.iterdir()) == ["items.csv", "metrics.json"]
     pd.testing.assert_frame_equal(pd.read_csv(out / "items.csv"), items)
     blob = json.loads(path.read_text())
-    assert blob["schema_version"] == SCHEMA_VERSION == 1
+    assert blob["schema_version"] == SCHEMA_VERSION == 2
     assert blob["git_commit"] and blob["surfbench_version"]
     for k, v in HEADER.items():
         assert blob[k] == v

@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..numerics import sqrt
 from .registry import register_architecture
 
 __all__ = ["ConvTasNet", "CONVTASNET_PRESETS", "build_convtasnet"]
@@ -67,7 +68,7 @@ class GlobalLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, L]
         mean = x.mean(dim=(1, 2), keepdim=True)
         var = (x - mean).pow(2).mean(dim=(1, 2), keepdim=True)
-        return self.gamma * (x - mean) / torch.sqrt(var + self.eps) + self.beta
+        return self.gamma * (x - mean) / sqrt(var + self.eps) + self.beta
 
 
 class TCNBlock(nn.Module):

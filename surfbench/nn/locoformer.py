@@ -89,6 +89,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from ..numerics import sqrt
 from .registry import register_architecture
 
 __all__ = [
@@ -564,7 +565,7 @@ class MBTFLocoformer(nn.Module):
     def _scale(self, m: torch.Tensor) -> torch.Tensor:
         if not self.normalize_input:
             return m.new_ones(m.shape[0], 1)
-        return m.float().square().mean(-1, keepdim=True).sqrt().clamp_min(1e-4)
+        return sqrt(m.float().square().mean(-1, keepdim=True)).clamp_min(1e-4)
 
     def _run(self, tokens: torch.Tensor, temb: torch.Tensor | None, length: int) -> torch.Tensor:
         x = tokens

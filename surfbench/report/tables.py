@@ -46,6 +46,7 @@ OPTIONAL_DEFAULTS = {
     "ci_low": math.nan,
     "ci_high": math.nan,
     "n_seeds": 1,
+    "n_environments": 1,
     "higher_is_better": None,
     "available": True,
     "reason": "",
@@ -123,6 +124,8 @@ def prepare_ours(ours: pd.DataFrame | None) -> pd.DataFrame:
             out["ci_high"] = _to_float(rec.get("ci_high"))
             n = rec.get("n_seeds", 1)
             out["n_seeds"] = 1 if _is_missing(n) else int(n)
+            ne = rec.get("n_environments", 1)
+            out["n_environments"] = 1 if _is_missing(ne) else int(ne)
             out["higher_is_better"] = _to_bool(rec.get("higher_is_better"))
             av = _to_bool(rec.get("available", True))
             out["available"] = True if av is None else av
@@ -154,7 +157,7 @@ class Cell:
     decimals: int = 2
     higher_is_better: bool = True
     reason: str = ""
-    marker: str = ""                # footnote letter for "na"
+    marker: str = ""                # footnote letter: the reason of "na", or a note on a value
     mark: str = ""                  # "" | "best" | "second"
     paper: str | None = None        # the paper's number, plain text with "±"
     paper_latex: str | None = None
@@ -190,7 +193,7 @@ class TableModel:
     profile: str
     rows: list[RowModel]
     columns: list[tuple[int, str]]  # (group index, metric key)
-    footnotes: list[tuple[str, str]]  # (marker, reason)
+    footnotes: list[tuple[str, str]]  # (marker, text)
     notes: list[str]
     n_seeds: list[int]
     has_ours: bool
@@ -303,19 +306,22 @@ def build_model(table_id, ours, reference: pd.DataFrame | None, profile: str, no
                     lo, hi = rec["ci_low"], rec["ci_high"]
                     if rec["n_seeds"] > 1 and math.isfinite(lo) and math.isfinite(hi):
                         cell.half = (hi - lo) / 2.0
+                    if rec["n_environments"] > 1:
+                        note = (f"the seeds of this value were computed in {rec['n_environments']} different "
+                                f"environments (library versions, thread counts, device, or the processor under "
+                                f"cpu_kernels: native; each run's metrics.json records its own)")
+                        cell.marker = reasons.setdefault(note, _marker(len(reasons)))
                 else:
                     cell.kind = "na"
                     reason = rec["reason"].strip() or (
                         DEFAULT_REASON if not rec["available"] else "value missing (NaN) in the results")
-                    if reason not in reasons:
-                        reasons[reason] = _marker(len(reasons))
-                    cell.reason, cell.marker = reason, reasons[reason]
+                    cell.reason, cell.marker = reason, reasons.setdefault(f"n/a: {reason}", _marker(len(reasons)))
             rm.cells.append(cell)
 
     _rank(layout, row_models, len(columns))
     return TableModel(
         layout=layout, profile=profile, rows=row_models, columns=columns,
-        footnotes=[(mk, rs) for rs, mk in reasons.items()], notes=_notes_list(notes),
+        footnotes=[(mk, text) for text, mk in reasons.items()], notes=_notes_list(notes),
         n_seeds=sorted(seeds), has_ours=len(o) > 0,
     )
 
@@ -379,6 +385,8 @@ def _cell_latex(c: Cell) -> str:
             s = rf"$\underline{{{body}}}$"
         else:
             s = f"${body}$"
+        if c.marker:
+            s += rf"\textsuperscript{{{c.marker}}}"
     elif c.kind == "na":
         s = rf"n/a\textsuperscript{{{c.marker}}}"
     else:
@@ -492,8 +500,8 @@ def render_latex(table_id, ours: pd.DataFrame | None, reference: pd.DataFrame | 
     out += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip", r"{\footnotesize\raggedright"]
     for line in _lines_plain(model):
         out.append(latex_escape(line) + r"\par")
-    for marker, reason in model.footnotes:
-        out.append(rf"\textsuperscript{{{marker}}}\,n/a: {latex_escape(reason)}\par")
+    for marker, text in model.footnotes:
+        out.append(rf"\textsuperscript{{{marker}}}\,{latex_escape(text)}\par")
     out += ["}", r"\end{table}", ""]
     return "\n".join(out)
 
@@ -510,6 +518,8 @@ def _cell_md(c: Cell) -> str:
     if c.kind == "value":
         body = c.ours_plain()
         s = f"**{body}**" if c.mark == "best" else (f"<u>{body}</u>" if c.mark == "second" else body)
+        if c.marker:
+            s += f"<sup>{c.marker}</sup>"
     elif c.kind == "na":
         s = f"n/a<sup>{c.marker}</sup>"
     else:
@@ -553,8 +563,8 @@ def render_markdown(table_id, ours: pd.DataFrame | None, reference: pd.DataFrame
     out.append("")
     for line in _lines_plain(model):
         out.append(_md_escape(line) + "  ")
-    for marker, reason in model.footnotes:
-        out.append(f"<sup>{marker}</sup> n/a: {_md_escape(reason)}  ")
+    for marker, text in model.footnotes:
+        out.append(f"<sup>{marker}</sup> {_md_escape(text)}  ")
     out.append("")
     return "\n".join(out)
 

@@ -6,6 +6,7 @@ import sys
 from surfbench import plan
 from surfbench.config import RunId, config_hash, resolve_run
 from surfbench.registry import registry
+from surfbench.reproducible import env_prefix
 
 PROFILE = CFG["profile"]
 DATA = f"{CFG['paths']['data']}/{PROFILE}"
@@ -42,8 +43,11 @@ def as_json_arg(obj) -> str:
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-# the interpreter running Snakemake (the project's venv), so jobs never pick another python
-PY = shlex.quote(sys.executable)
+# torch.set_num_threads inside a job
+TORCH_THREADS = CFG["torch_threads"] or CFG["threads_per_job"]
+# the interpreter running Snakemake (the project's venv), so jobs never pick another python, in the
+# environment of the profile's cpu_kernels (surfbench/reproducible.py) and the job's thread count
+PY = env_prefix(CFG["cpu_kernels"], TORCH_THREADS) + shlex.quote(sys.executable)
 
 
 def launcher(kind: str) -> str:

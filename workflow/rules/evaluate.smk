@@ -31,11 +31,10 @@ rule evaluate_run:
         out=lambda wc: f"{RES}/{wc.dataset}/{wc.method}/seed{wc.seed}",
         cache=f"{WORK}/cache",
         device=CFG["device"],
-        torch_threads=CFG["torch_threads"] or CFG["threads_per_job"],
     shell:
         "{PY} -m surfbench.evaluate --run-config {input.cfg} --eval-config-json {params.eval_cfg} "
         "--model {input.model} --data {params.data} --protocol {params.protocol} --out-dir {params.out} "
-        "--cache-dir {params.cache} --device {params.device} --threads {params.torch_threads} --no-progress > {log} 2>&1"
+        "--cache-dir {params.cache} --device {params.device} --threads {TORCH_THREADS} --no-progress > {log} 2>&1"
 
 
 rule evaluate_table2:
@@ -58,11 +57,10 @@ rule evaluate_table2:
         out=lambda wc: f"{RES}/{wc.dataset}/{wc.method}/seed{wc.seed}/table2",
         cache=f"{WORK}/cache",
         device=CFG["device"],
-        torch_threads=CFG["torch_threads"] or CFG["threads_per_job"],
     shell:
         "{PY} -m surfbench.evaluate --run-config {input.cfg} --eval-config-json {params.eval_cfg} "
         "--model {input.model} --data {params.data} --protocol table2 --out-dir {params.out} "
-        "--cache-dir {params.cache} --device {params.device} --threads {params.torch_threads} --no-progress > {log} 2>&1"
+        "--cache-dir {params.cache} --device {params.device} --threads {TORCH_THREADS} --no-progress > {log} 2>&1"
 
 
 rule evaluate:

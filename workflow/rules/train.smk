@@ -44,10 +44,9 @@ rule train_model:
         teacher=lambda wc, input: f"--teacher {input.teacher[0]}" if input.teacher else "",
         data=lambda wc: f"{DATA}/{wc.dataset}",
         device=CFG["device"],
-        torch_threads=CFG["torch_threads"] or CFG["threads_per_job"],
     shell:
         "{params.launcher} surfbench.train --run-config {input.cfg} --data {params.data} --out {output} "
-        "--ckpt-dir {params.ckpt} {params.teacher} --device {params.device} --threads {params.torch_threads} --no-progress "
+        "--ckpt-dir {params.ckpt} {params.teacher} --device {params.device} --threads {TORCH_THREADS} --no-progress "
         "> {log} 2>&1"
 
 
