@@ -2,6 +2,7 @@
 
     python tests/cross_cpu_train.py prepare DATA      # tiny MNIST + tiny eSpeak Libri2Mix under DATA
     python tests/cross_cpu_train.py train DATA OUT    # prints "weights <sha256>"
+    python tests/cross_cpu_train.py plain DATA OUT    # the same with torch.sqrt and the foreach Adam step
 
 The runs cover every kind of kernel the ci profile uses: a U-Net (convolutions, GroupNorm, attention)
 trained with MixIT on MNIST; Conv-TasNet (1-D convolutions, cLN) trained with MixIT on speech; and
@@ -44,6 +45,18 @@ def prepare(data: Path) -> None:
         prepare_dataset(cfg, name, data / name)
 
 
+def use_plain_torch() -> None:
+    """Undo the two code-side fixes (before any surfbench module imports them): ``torch.sqrt`` instead of
+    ``surfbench.numerics.sqrt``, Adam's default foreach step instead of the fused one."""
+    import surfbench.numerics
+
+    assert "surfbench.flow" not in sys.modules, "patch before the modules that import sqrt load"
+    surfbench.numerics.sqrt = torch.sqrt
+    import surfbench.train
+
+    surfbench.train.adam = lambda params, tcfg: torch.optim.Adam(params, lr=tcfg["lr"], betas=tuple(tcfg["adam_betas"]))
+
+
 def train_all(data: Path, out: Path) -> str:
     from surfbench.train import train
 
@@ -65,4 +78,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "prepare":
         prepare(Path(sys.argv[2]))
     else:
+        if sys.argv[1] == "plain":
+            use_plain_torch()
         print("weights", train_all(Path(sys.argv[2]), Path(sys.argv[3])))

@@ -90,6 +90,20 @@ def _mixture_consistency_off():
     Method.mixture_consistent = staticmethod(lambda est, mixtures: est)  # FAULT: estimates need not sum to m
 
 
+def _start_noise_scale():
+    import surfbench.separation as S
+
+    orig = S.noise_std
+    S.noise_std = lambda mixtures, training_cfg: 1.1 * orig(mixtures, training_cfg)  # FAULT: sigma_z 10% too large
+
+
+def _one_euler_step_fewer():
+    import surfbench.flow as F
+
+    orig = F.euler_sample
+    F.euler_sample = lambda velocity_fn, x0, m, steps: orig(velocity_fn, x0, m, max(1, steps - 1))  # FAULT
+
+
 UNIT_FLOW = "tests/test_flow.py"
 UNIT_LOSSES = "tests/test_remix_losses.py"
 SHORT_TRAINING = "tests/test_golden.py::test_short_training_matches_golden_files"
@@ -108,6 +122,10 @@ FAULTS = {
     "noise_per_batch": ("evaluation noise drawn per batch instead of per item", _noise_per_batch, [BATCH_INDEPENDENCE]),
     "mixture_consistency_off": ("regression estimates not projected to sum to the mixture", _mixture_consistency_off,
                                 [SHORT_TRAINING]),
+    # two small faults: they move metrics by little, and show the margin of the golden tolerances
+    "start_noise_scale": ("start noise sigma_z 10% too large (training and sampling)", _start_noise_scale, [SHORT_TRAINING]),
+    "one_euler_step_fewer": ("one Euler step fewer than sampler.euler_steps (teacher and evaluation)",
+                             _one_euler_step_fewer, [SHORT_TRAINING]),
 }
 
 
