@@ -37,9 +37,10 @@ from .results import load_metrics
 GOLDEN_FORMAT = "surfbench-golden/1"
 
 #: Absolute tolerance per metric (units of the metric), derived in docs/trust.md ("Tolerances"): with the
-#: portable kernels (``cpu_kernels: avx2``) training is bit-identical on every processor measured, and the
-#: metric libraries differ by at most ~1e-6 (DNSMOS's onnxruntime) across them; each tolerance is >= 1000x
-#: that spread and <= 1/16 of what the smallest deliberate fault moves (one Euler step fewer).  LPIPS, FID,
+#: portable kernels (``cpu_kernels: avx2``) training is bit-identical on every processor measured, the metric
+#: libraries differ by ~1e-16 (ESTOI) where measured, and DNSMOS's onnxruntime, which follows the processor,
+#: by ~1e-6 between versions; each tolerance is >= 1000x that and <= 1/16 of what the smallest deliberate
+#: fault moves (one Euler step fewer).  LPIPS, FID,
 #: IS and KID need weights the offline machines lack: their tolerances are not measured yet.
 DEFAULT_ATOL = {
     "psnr": 1e-3,        # dB
