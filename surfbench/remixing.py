@@ -36,6 +36,18 @@ class RemixingTeacher(Method):
         self.ema = copy.deepcopy(self.student)  # the EMA teacher θ_T (never wrapped in DDP)
         self.ema.requires_grad_(False)
         self.mixit = None
+        self._refuse_an_empty_ema_phase()
+
+    def _refuse_an_empty_ema_phase(self) -> None:
+        """An EMA phase of 0 steps never updates the EMA teacher; evaluating it would score initial weights."""
+        tc = self.training_cfg
+        frozen, ema = (p.steps for p in self.phases())
+        if ema == 0 and frozen > 0 and tc["evaluate_weights"] == "ema":
+            raise ValueError(
+                f"{self.name}: training.frozen_teacher_fraction={tc['frozen_teacher_fraction']} leaves none of the "
+                f"{frozen} steps to the EMA phase, so the EMA teacher would never be updated, yet "
+                f"training.evaluate_weights is 'ema': the run would be evaluated with its initial weights. "
+                f"Lower frozen_teacher_fraction, or set training.evaluate_weights: student")
 
     def set_teacher(self, teacher: Method) -> None:
         self.mixit = teacher  # frozen MixIT method: teacher.separate_slots(m) -> [B, M, *d]

@@ -95,6 +95,17 @@ def test_pesq_failure_is_a_clear_error_and_nan_in_batches(clips):
         A.pesq_wb(clips[0], silent)
     with pytest.raises(ValueError, match="16 kHz"):
         A.pesq_wb(clips[0], clips[0], 8000)
+    # an all-zero or near-silent estimate: the library raises a bare ValueError; one bad item must not abort
+    with pytest.raises(A.PesqFailure, match="estimate is all zeros"):
+        A.pesq_wb(silent, clips[0])
+    with pytest.raises(A.PesqFailure, match="ValueError"):
+        A.pesq_wb(1e-30 * clips[1], clips[0])
+    zero_est = torch.from_numpy(clips[:2]).view(1, 2, T).clone()
+    est0 = zero_est.clone()
+    est0[0, 0] = 0
+    with pytest.warns(RuntimeWarning, match=r"PESQ failed for 1 item.*mixture 0, source 0.*all zeros"):
+        out = A.evaluate_speech(est0, zero_est, zero_est.sum(1), SR, workers=1, metrics=["pesq_wb", "si_sdr"])
+    assert np.isnan(out["pesq_wb"][0]) and np.isfinite(out["pesq_wb"][1]) and np.isfinite(out["si_sdr"]).all()
     ref = torch.from_numpy(clips[:2]).view(1, 2, T).clone()
     ref[0, 1] = 0  # a silent reference
     est = ref + 0.01 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))

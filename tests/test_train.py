@@ -385,3 +385,18 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path, base_cfg, data_dir, 
     monkeypatch.setattr(cls, "training_step", lambda self, batch, ctx: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(TrainingError, match=r"loss is nan at step 0"):
         _train(run_cfg(base_cfg, "supervised_regression"), data_dir, tmp_path)
+
+
+@pytest.mark.parametrize("method", ["surf_remixit", "self_remixing"])
+def test_an_empty_ema_phase_evaluated_with_ema_weights_is_refused(base_cfg, method):
+    """frozen_teacher_fraction 1 leaves the EMA teacher at its initial weights: refused before training,
+    unless the student is what gets evaluated."""
+    from surfbench.registry import registry
+
+    cls = registry().get(method)
+    for fraction in (1.0, 0.9):  # 0.9 of 4 steps rounds to 4: no EMA step either
+        with pytest.raises(ValueError, match=r"frozen_teacher_fraction=.*never be updated.*evaluate_weights: student"):
+            cls(run_cfg(base_cfg, method, frozen_teacher_fraction=fraction), (1, SIDE, SIDE), 2, "cpu")
+    student = cls(run_cfg(base_cfg, method, frozen_teacher_fraction=1.0, evaluate_weights="student"), (1, SIDE, SIDE), 2, "cpu")
+    assert [p.steps for p in student.phases()] == [4, 0]
+    assert [p.steps for p in cls(run_cfg(base_cfg, method), (1, SIDE, SIDE), 2, "cpu").phases()] == [2, 2]

@@ -149,11 +149,13 @@ def pesq_wb(est, ref, sr: int = 16000) -> float:
         raise ValueError(f"pesq_wb: lengths differ: est {e.shape[0]} vs ref {r.shape[0]}")
     if not (np.isfinite(e).all() and np.isfinite(r).all()):
         raise PesqFailure("pesq_wb: NaN/Inf in the input")
+    if not e.any():  # the library would raise a bare ValueError ("cannot convert float NaN to integer")
+        raise PesqFailure("pesq_wb: the estimate is all zeros (silent): PESQ is undefined")
     try:
         return float(_pesq.pesq(16000, r, e, "wb"))
     except _pesq.NoUtterancesError as err:
         raise PesqFailure(f"pesq_wb: no utterances detected (silent or near-silent reference/estimate): {err}") from err
-    except _pesq.PesqError as err:
+    except (_pesq.PesqError, ValueError) as err:  # ValueError: the library's level arithmetic on near-silence
         raise PesqFailure(f"pesq_wb: {type(err).__name__}: {err}") from err
 
 
