@@ -72,14 +72,26 @@ def _image_options(protocol, ecfg, cache_dir, set_id, device) -> dict:
             "device": str(device), "cache_dir": str(cache_dir), "set_id": set_id}
 
 
-def _speech_metrics(est, ref, ecfg, sample_rate):
+def _speech_metrics(est, ref, ecfg, sample_rate, failures: dict):
+    """Per-item speech metrics; ``failures`` receives ``{metric: {item: why}}`` for items that could not be scored."""
     from .metrics.audio import evaluate_speech
 
     mix = ref.sum(1)
     names = list(ecfg["speech_metrics"])
+    why: dict = {}
     values = evaluate_speech(est, ref, mix, sample_rate, workers=ecfg["workers"],
-                             metrics=[SPEECH_METRIC_NAMES[n] for n in names])
+                             metrics=[SPEECH_METRIC_NAMES[n] for n in names], failures=why)
+    failures.update({n: why[SPEECH_METRIC_NAMES[n]] for n in names if SPEECH_METRIC_NAMES[n] in why})
     return {n: values[SPEECH_METRIC_NAMES[n]] for n in names}, {}, {}
+
+
+def _missing_reason(values: np.ndarray, why: dict) -> str:
+    """``k of N items could not be scored (NaN in items.csv): item i (...): why; ...`` (the first three)."""
+    missing = np.flatnonzero(~np.isfinite(values))
+    text = f"{len(missing)} of {len(values)} items could not be scored (NaN in items.csv)"
+    said = [f"item {i} ({why[i]})" for i in missing[:3] if i in why]
+    more = f"; {len(missing) - 3} more in the evaluation log" if len(missing) > 3 else ""
+    return text + (": " + "; ".join(said) + more if said else "; see the evaluation log")
 
 
 def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: str | Path, protocol: str,
@@ -101,6 +113,7 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
             f"{model_path}: method {method.name} separates into {method.n_sources} sources but the evaluation set "
             f"{Path(data_dir) / PROTOCOL_SPLIT[protocol]}.npz has {evalset.n_sources}-source mixtures; train it on this dataset")
     sources = evalset.all()                 # [N, K, *d]
+    item_failures: dict[str, dict[int, str]] = {}  # metric -> {item: why it could not be scored}
     mixtures = sources.sum(1)
     k = evalset.n_sources
 
@@ -120,7 +133,8 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
             per_item, set_level, unavailable = evaluate_images(est, sources, k, options)
     else:
         est = separate_all(method, mixtures, run_cfg["seed"], eval_cfg["batch_size"], dev, progress)
-        per_item, set_level, unavailable = _speech_metrics(est, sources, eval_cfg, run_cfg["data"]["sample_rate"])
+        per_item, set_level, unavailable = _speech_metrics(est, sources, eval_cfg, run_cfg["data"]["sample_rate"],
+                                                           item_failures)
 
     n = mixtures.shape[0]
     items = pd.DataFrame({"mixture": np.repeat(np.arange(n), k), "slot": np.tile(np.arange(k), n)})
@@ -136,7 +150,7 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
                                   seed=derive_seed(run_cfg["seed"], "bootstrap", name) % (2**32))
         metrics[name]["n_missing"] = int((~ok).sum())
         if not ok.all():  # e.g. PESQ finds no utterance in a silent estimate: said, never hidden
-            metrics[name]["reason"] = f"{int((~ok).sum())} of {len(values)} items could not be scored (NaN in items.csv)"
+            metrics[name]["reason"] = _missing_reason(values, item_failures.get(name, {}))
     for name, value in set_level.items():
         if name.endswith("_std") or name in unavailable or not isinstance(value, (int, float)):
             continue  # spreads ride along with their metric; unavailable ones are recorded below

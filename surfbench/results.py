@@ -121,16 +121,22 @@ def collect(results_root: str | Path, profile: str) -> pd.DataFrame:
                 "spread": m.get("spread"), "higher_is_better": m["higher_is_better"], "available": m["available"],
                 "reason": m.get("reason", ""), "display_name": info.get("display_name", blob["method"]),
                 "supervised": info.get("supervised"), "generative": info.get("generative"), "path": str(path),
-                "environment": env,
+                "environment": env, "n_items": m.get("n"), "n_missing": m.get("n_missing") or 0,
             })
     return pd.DataFrame(rows)
+
+
+def _reasons(rows: pd.DataFrame) -> str:
+    """The seeds' non-empty reasons, once each (an available value's reason says which items are missing)."""
+    return "; ".join(sorted({r for r in rows["reason"].astype(str) if r.strip()}))
 
 
 def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
     """Across seeds: mean of the per-seed means and a 95% t-interval (one seed: that run's own bootstrap interval).
 
     ``n_environments``: how many different environments (``surfbench.environment.fingerprint``; an
-    unrecorded one counts as one more) the available seeds were computed in.
+    unrecorded one counts as one more) the available seeds were computed in.  ``n_missing``: items that
+    could not be scored (NaN in ``items.csv``) over the available seeds, ``n_items`` those that were.
     """
     from scipy import stats
 
@@ -144,17 +150,20 @@ def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
         row = dict(zip(keys, key))
         row.update(higher_is_better=bool(first["higher_is_better"]), display_name=first["display_name"],
                    supervised=first["supervised"], generative=first["generative"], n_seeds=len(avail),
-                   n_environments=len(set(avail["environment"].fillna("unrecorded"))) if "environment" in avail else 1)
+                   n_environments=len(set(avail["environment"].fillna("unrecorded"))) if "environment" in avail else 1,
+                   n_missing=int(avail["n_missing"].fillna(0).sum()) if "n_missing" in avail else 0,
+                   n_items=int(avail["n_items"].fillna(0).sum()) if "n_items" in avail else 0)
         if avail.empty:
             row.update(mean=np.nan, ci_low=np.nan, ci_high=np.nan, available=False,
                        reason="; ".join(sorted(set(g["reason"].astype(str)))), spread=np.nan)
         elif len(avail) == 1:
             a = avail.iloc[0]
-            row.update(mean=a["mean"], ci_low=a["ci_low"], ci_high=a["ci_high"], available=True, reason="", spread=a["spread"])
+            row.update(mean=a["mean"], ci_low=a["ci_low"], ci_high=a["ci_high"], available=True, reason=_reasons(avail),
+                       spread=a["spread"])
         else:
             vals = avail["mean"].astype(float).to_numpy()
             half = stats.t.ppf(0.975, len(vals) - 1) * vals.std(ddof=1) / np.sqrt(len(vals))
             row.update(mean=vals.mean(), ci_low=vals.mean() - half, ci_high=vals.mean() + half, available=True,
-                       reason="", spread=np.nan)
+                       reason=_reasons(avail), spread=np.nan)
         out.append(row)
     return pd.DataFrame(out)

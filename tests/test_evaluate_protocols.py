@@ -5,7 +5,7 @@ import json
 import pytest
 
 import surfbench.evaluate as E
-from test_determinism import run_config, tiny_cfg
+from test_determinism import ROOT, run_config, tiny_cfg
 
 #: the CIFAR-10 stand-in, small: Table 2 runs on it
 CIFAR = {"enabled": True, "patches_per_photo": 16, "train_photos": ["astronaut", "rocket"], "test_photos": ["coffee"],
@@ -81,3 +81,51 @@ def test_table1_without_weights_still_scores_psnr(trained, data, tmp_path, no_we
     assert sum(separations) == n > 0
     assert res["metrics"]["psnr"]["available"] is True and res["metrics"]["psnr"]["n"] == 2 * n
     assert res["metrics"]["lpips"]["available"] is False and "surfbench weights" in res["metrics"]["lpips"]["reason"]
+
+
+def test_an_unscorable_item_is_recorded_counted_and_footnoted(tmp_path, monkeypatch):
+    """One silent estimate (PESQ undefined) does not abort the speech evaluation: its PESQ is NaN in
+    items.csv, counted and explained in metrics.json, and the table cell says it rests on fewer items."""
+    import pandas as pd
+
+    import surfbench.evaluate as EV
+    from surfbench.config import RunId, load_config, resolve_run
+    from surfbench.data.store import prepare
+    from surfbench.registry import registry
+    from surfbench.report.tables import render_markdown
+    from surfbench.results import aggregate_seeds, collect
+    from surfbench.train import MODEL_FORMAT, save_atomic
+
+    cfg = load_config(ROOT / "config" / "ci.yaml", overrides={
+        "datasets": {"mnist": {"enabled": False}, "cifar10": {"enabled": False},
+                     "libri2mix": {"source": "espeak", "n_train_mixtures": 8, "n_eval_mixtures": 2, "clip_seconds": 1.0}},
+        "evaluation": {"speech_metrics": ["si_sdr", "pesq"]}, "tables": ["4"]})
+    data = tmp_path / "data" / "libri2mix"
+    prepare(cfg, "libri2mix", data)
+    rc = resolve_run(cfg, RunId("libri2mix", "mixit", 0))
+    method = registry().get("mixit")(rc, (16000,), 2, "cpu")
+    save_atomic({"format": MODEL_FORMAT, "method": "mixit", "run_config": rc, "data_shape": [16000], "n_sources": 2,
+                 "modules": {k: m.state_dict() for k, m in method.modules_to_save().items()}}, tmp_path / "model.pt")
+    real = EV.separate_all
+
+    def one_silent(*a, **kw):
+        est = real(*a, **kw)
+        est[1, 0] = 0  # mixture 1, slot 0: all zeros
+        return est
+
+    monkeypatch.setattr(EV, "separate_all", one_silent)
+    out = tmp_path / "results" / "ci" / "libri2mix" / "mixit" / "seed0"
+    with pytest.warns(RuntimeWarning, match="PESQ failed for 1 item"):
+        EV.evaluate(rc, cfg["evaluation"], tmp_path / "model.pt", data, "table4", out, device="cpu", progress=False)
+    m = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert m["pesq"]["n"] == 3 and m["pesq"]["n_missing"] == 1 and m["si_sdr"]["n_missing"] == 0
+    assert m["pesq"]["reason"].startswith("1 of 4 items could not be scored (NaN in items.csv): item ")
+    assert "the estimate is all zeros" in m["pesq"]["reason"]
+    items = pd.read_csv(out / "items.csv")
+    assert items["pesq"].isna().sum() == 1 and items["si_sdr"].notna().all()
+    agg = aggregate_seeds(collect(tmp_path / "results", "ci")).assign(table="4")
+    pesq = agg[agg.metric == "pesq"].iloc[0]
+    assert (pesq["n_items"], pesq["n_missing"]) == (3, 1)
+    md = render_markdown("4", agg, None, "ci")
+    assert "<sup>a</sup> computed on 3 of 4 items: 1 of 4 items could not be scored" in md
+    assert md.count("<sup>a</sup>") == 2  # the PESQ cell and its note; SI-SDR has none

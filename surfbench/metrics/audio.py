@@ -235,7 +235,8 @@ def default_workers() -> int:
 
 
 def evaluate_speech(est, ref, mix, sr: int = 16000, workers: int | None = None,
-                    metrics: Iterable[str] | None = None, strict: bool = False) -> dict[str, np.ndarray]:
+                    metrics: Iterable[str] | None = None, strict: bool = False,
+                    failures: dict | None = None) -> dict[str, np.ndarray]:
     """Per-source speech metrics of a batch.
 
     ``est``, ``ref``: ``[B, K, T]``; ``mix``: ``[B, T]``.  Estimates are first
@@ -246,7 +247,7 @@ def evaluate_speech(est, ref, mix, sr: int = 16000, workers: int | None = None,
     processes for ESTOI/PESQ/DNSMOS (default: one per core; 1 runs inline);
     results do not depend on it (bit-exact, except ESTOI, whose numpy sums vary
     in the last bit with memory alignment even within one process).  PESQ failures become NaN with a warning
-    (``strict=True`` raises instead).
+    (``strict=True`` raises instead); ``failures``, when given, receives ``{metric: {item: why}}``.
     """
     names = tuple(SPEECH_METRICS if metrics is None else metrics)
     unknown = [n for n in names if n not in SPEECH_METRICS]
@@ -287,6 +288,8 @@ def evaluate_speech(est, ref, mix, sr: int = 16000, workers: int | None = None,
             with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_worker_init) as ex:
                 results = list(ex.map(_cpu_chunk, [(c, sr, cpu) for c in chunks]))
         errors = [err for res in results for err in res["pesq_errors"]]
+        if failures is not None and errors:
+            failures["pesq_wb"] = {int(i): f"mixture {i // k}, source {i % k}: {why}" for i, why in errors}
         for n in cpu:
             out[n] = np.asarray([v for res in results for v in res["values"][n]], dtype=np.float64)
         if errors:

@@ -47,6 +47,8 @@ OPTIONAL_DEFAULTS = {
     "ci_high": math.nan,
     "n_seeds": 1,
     "n_environments": 1,
+    "n_missing": 0,
+    "n_items": 0,
     "higher_is_better": None,
     "available": True,
     "reason": "",
@@ -124,8 +126,9 @@ def prepare_ours(ours: pd.DataFrame | None) -> pd.DataFrame:
             out["ci_high"] = _to_float(rec.get("ci_high"))
             n = rec.get("n_seeds", 1)
             out["n_seeds"] = 1 if _is_missing(n) else int(n)
-            ne = rec.get("n_environments", 1)
-            out["n_environments"] = 1 if _is_missing(ne) else int(ne)
+            for c, default in (("n_environments", 1), ("n_missing", 0), ("n_items", 0)):
+                v = rec.get(c, default)
+                out[c] = default if _is_missing(v) else int(v)
             out["higher_is_better"] = _to_bool(rec.get("higher_is_better"))
             av = _to_bool(rec.get("available", True))
             out["available"] = True if av is None else av
@@ -306,11 +309,16 @@ def build_model(table_id, ours, reference: pd.DataFrame | None, profile: str, no
                     lo, hi = rec["ci_low"], rec["ci_high"]
                     if rec["n_seeds"] > 1 and math.isfinite(lo) and math.isfinite(hi):
                         cell.half = (hi - lo) / 2.0
+                    notes = []
+                    if rec["n_missing"] > 0:
+                        planned = rec["n_items"] + rec["n_missing"]
+                        notes.append(f"computed on {rec['n_items']} of {planned} items: "
+                                     f"{rec['reason'].strip() or 'the others could not be scored (NaN in items.csv)'}")
                     if rec["n_environments"] > 1:
-                        note = (f"the seeds of this value were computed in {rec['n_environments']} different "
-                                f"environments (library versions, thread counts, device, or the processor under "
-                                f"cpu_kernels: native; each run's metrics.json records its own)")
-                        cell.marker = reasons.setdefault(note, _marker(len(reasons)))
+                        notes.append(f"the seeds of this value were computed in {rec['n_environments']} different "
+                                     f"environments (library versions, thread counts, device, or the processor under "
+                                     f"cpu_kernels: native; each run's metrics.json records its own)")
+                    cell.marker = ",".join(reasons.setdefault(n, _marker(len(reasons))) for n in notes)
                 else:
                     cell.kind = "na"
                     reason = rec["reason"].strip() or (
