@@ -202,10 +202,15 @@ def data_shape(run_cfg: dict) -> tuple[int, ...]:
 
 
 def bench_config(config: str | Path, model: str, batch_size: int | None, clip_seconds: float | None = None) -> dict:
-    overrides: dict = {}
+    """The profile ``config`` with the paper's models (``model: paper``); ``batch_size`` and ``clip_seconds``,
+    when given, win over every layer of the profile that sets them (a domain's or a dataset's training)."""
+    cfg = load_config(config)
     if batch_size is not None:
-        overrides["training"] = {"batch_size": int(batch_size)}
-    cfg = load_config(config, overrides=overrides or None)
+        layers = [cfg["training"]] + [block.get("training") for group in ("domains", "dataset_overrides")
+                                      for block in cfg.get(group, {}).values()]
+        for layer in layers:
+            if layer is not None and (layer is cfg["training"] or "batch_size" in layer):
+                layer["batch_size"] = int(batch_size)
     if model == "paper":
         paper = load_config(Path(config).resolve().parent / "paper.yaml")
         for dom, block in paper["domains"].items():

@@ -154,3 +154,15 @@ def test_bench_metrics_speech_compares_worker_counts():
     assert [r["workers"] for r in rows] == [1, 2] and all(r["items"] == 8 for r in rows)
     assert rows[0]["speedup"] == pytest.approx(1.0)
     assert rows[1]["speedup"] == pytest.approx(rows[0]["median_s"] / rows[1]["median_s"])
+
+
+def test_an_explicit_batch_size_wins_over_the_profile_layers():
+    """config/ci.yaml sets domains.audio.training.batch_size 4: --batch-size 1 must still be what runs."""
+    from surfbench.config import RunId, resolve_run
+
+    cfg = bench.bench_config(ROOT / "config" / "ci.yaml", "tiny", batch_size=1)
+    for dataset in ("mnist", "libri2mix"):
+        for method in ("supervised_flow", "surf_remixit", "mixit"):
+            assert resolve_run(cfg, RunId(dataset, method, 0))["training"]["batch_size"] == 1, (dataset, method)
+    default = bench.bench_config(ROOT / "config" / "ci.yaml", "tiny", batch_size=None)
+    assert resolve_run(default, RunId("libri2mix", "supervised_flow", 0))["training"]["batch_size"] == 4
