@@ -31,7 +31,7 @@ import json
 import math
 from pathlib import Path
 
-from .environment import fingerprint
+from .environment import differences, fingerprint
 from .results import load_metrics
 
 GOLDEN_FORMAT = "surfbench-golden/1"
@@ -40,8 +40,8 @@ GOLDEN_FORMAT = "surfbench-golden/1"
 #: portable kernels (``cpu_kernels: avx2``) training is bit-identical on every processor measured, the metric
 #: libraries differ by ~1e-16 (ESTOI) where measured, and DNSMOS's onnxruntime, which follows the processor,
 #: by ~1e-6 between versions; each tolerance is >= 1000x that and <= 1/16 of what the smallest deliberate
-#: fault moves (one Euler step fewer).  LPIPS, FID,
-#: IS and KID need weights the offline machines lack: their tolerances are not measured yet.
+#: fault moves (one Euler step fewer).  LPIPS, FID, IS and KID need weights the offline machines lack:
+#: their tolerances are not measured yet.
 DEFAULT_ATOL = {
     "psnr": 1e-3,        # dB
     "ssim": 1e-5,
@@ -198,8 +198,6 @@ def _describe(env: dict | None) -> str:
 
 def environment_report(results: dict, goldens: dict) -> list[str]:
     """Where the golden files and this run were computed, and how the environments differ (printed on failure)."""
-    from .environment import differences
-
     common = sorted(set(results) & set(goldens))
     if not common:
         return []
