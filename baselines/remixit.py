@@ -1,7 +1,7 @@
 """ReMixIT (Tzinis et al., 2022): a regression student learns from remixed teacher estimates (Eq. 14-16),
 with the teacher the frozen MixIT model, then an EMA of the student."""
 from surfbench.losses import remixit_loss
-from surfbench.remix import draw_remix_permutation, remix, sum_sources
+from surfbench.remix import draw_global_remix, remix, sum_sources
 from surfbench.remixing import RemixingTeacher
 
 
@@ -17,7 +17,7 @@ class ReMixIT(RemixingTeacher):
         M = batch["mixture"]
         B, K = M.shape[0], self.n_sources
         X_bar = self.teacher_estimates(M, ctx)                                     # teacher separates
-        Pi = draw_remix_permutation(B, K, ctx.generator, M.device)                # Π ~ U(S_BK)
+        Pi = draw_global_remix(B, K, ctx.generator, M.device)                     # Π ~ U(S_BK) over all processes
         X_tilde = remix(X_bar, Pi)                                                # Eq. 14
         M_tilde = sum_sources(X_tilde)                                            # Eq. 15
         X_hat = self.mixture_consistent(self.student(M_tilde), M_tilde)           # student on new mixtures

@@ -1,7 +1,7 @@
 """SURF (ReMixIT): Separation via Unsupervised Remixing Flow, RM-FM loss (Algorithm 1, red; Eq. 24)."""
 from surfbench.flow import consistent_velocity, floss_align, flow_matching_residual, mixture_consistent_start
 from surfbench.losses import rm_fm_loss
-from surfbench.remix import draw_remix_permutation, remix, sum_sources
+from surfbench.remix import draw_global_remix, remix, sum_sources
 from surfbench.remixing import RemixingTeacher
 from surfbench.separation import draw_times, noise_std
 import torch
@@ -19,7 +19,7 @@ class SurfReMixIT(RemixingTeacher):
         M = batch["mixture"]                                                      # 3: M ~ p(M)
         B, K = M.shape[0], self.n_sources
         X_bar = self.teacher_estimates(M, ctx)                                     # 4: X̄ ~ p_θT(X̄ | M)
-        Pi = draw_remix_permutation(B, K, ctx.generator, M.device)                # 5: Π ~ U(S_BK)
+        Pi = draw_global_remix(B, K, ctx.generator, M.device)                     # 5: Π ~ U(S_BK) over all processes
         X1 = remix(X_bar, Pi)                                                     # 5: X̃1 = Π X̄
         M_tilde = sum_sources(X1)                                                 # 6: M̃ = (I_B ⊗ 1ᵀ) X̃1
         t = draw_times(B, tc["time_sampling"] == "per_example", ctx.generator, M.device)      # 7: t ~ λ

@@ -2,7 +2,7 @@
 
 Conventions: sources ``[B, K, *d]``, mixtures ``[B, *d]``; permutations as in
 :mod:`surfbench.pit` (``permute(ref, perm)[b, i] = ref[b, perm[b, i]]``, ``Υ``);
-remix permutations ``pi`` as in :mod:`surfbench.remix` (``Π``).
+remix permutations ``pi`` as in :mod:`surfbench.remix` (``Π``: a tensor, or a ``GlobalRemix`` over all processes).
 Every loss takes ``reduction="mean"`` (scalar) or ``"none"`` (``[B]`` per example).
 """
 from __future__ import annotations
