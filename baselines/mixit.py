@@ -3,12 +3,23 @@
 The model sees a mixture of two mixtures ``m1 + m2`` and outputs M slots; the loss is
 the best assignment of slots to ``m1`` or ``m2`` of the 30 dB-capped log-MSE.  Its
 trained model is the frozen teacher of ReMixIT, Self-Remixing and SURF.
+
+Its M slots become the K sources of a mixture by the label-free ``mixit.teacher_reduction``
+(what the teachers use, and :meth:`MixIT.separate`); its table row is scored either the same
+way or by the oracle assignment of slots to the references (``evaluation.mixit_reduction``).
 """
 import torch
 
 from surfbench.losses import mixit_loss
 from surfbench.method import Method
-from surfbench.separation import reduce_slots_top_energy
+from surfbench.separation import reduce_slots, reduce_slots_oracle
+
+#: what each label-free rule does, for the table's footnote
+REDUCTION_TEXT = {
+    "top_energy": "the {k} most energetic slots kept, the remainder of the mixture spread equally over them",
+    "merge_closest": "the {k} most energetic slots kept, every other slot added to the kept slot it is most "
+                     "similar to (cosine)",
+}
 
 
 class MixIT(Method):
@@ -21,6 +32,8 @@ class MixIT(Method):
 
     def build(self):
         self.student = self.make_model("mixit", role="regression", n_sources=self.cfg["mixit"]["n_slots"])
+        # absent from model files older than the key: the rule those were made with
+        self.teacher_reduction = self.cfg["mixit"].get("teacher_reduction", "top_energy")
 
     def training_step(self, batch, ctx):
         parts = batch["mom_parts"]                 # [B, 2, *d]: the two mixtures of each MoM
@@ -37,4 +50,20 @@ class MixIT(Method):
 
     @torch.no_grad()
     def separate(self, mixtures, noise):
-        return reduce_slots_top_energy(self.separate_slots(mixtures), self.n_sources, mixtures)
+        return reduce_slots(self.separate_slots(mixtures), self.n_sources, mixtures, self.teacher_reduction)
+
+    @torch.no_grad()
+    def separate_for_scoring(self, mixtures, noise, references, evaluation):
+        if evaluation.get("mixit_reduction", "label_free") == "oracle_assignment":
+            return reduce_slots_oracle(self.separate_slots(mixtures), references, tau=self.cfg["mixit"]["tau"])
+        return self.separate(mixtures, noise)
+
+    def scoring_note(self, evaluation) -> str:
+        m, k = self.cfg["mixit"]["n_slots"], self.n_sources
+        if evaluation.get("mixit_reduction", "label_free") == "oracle_assignment":
+            return (f"MixIT scored with an oracle: each of its {m} output slots assigned to one of the {k} references, "
+                    f"the assignment whose per-reference sums best match them (30 dB-capped log-MSE; Wisdom et al. "
+                    f"2020, Eq. 3) (evaluation.mixit_reduction: oracle_assignment)")
+        rule = self.teacher_reduction
+        return (f"MixIT scored without the references, its {m} output slots reduced to {k} as for the teachers: "
+                f"{REDUCTION_TEXT[rule].format(k=k)} (mixit.teacher_reduction: {rule})")

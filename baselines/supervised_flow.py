@@ -1,12 +1,14 @@
 """Supervised flow matching for separation (FLOSS, Scheibler et al. 2025; SURF paper Section 2.2).
 
-Algorithm 1 (ReMixIT variant) with the ground-truth sources in place of the teacher samples.
+Algorithm 1 (ReMixIT variant) with the ground-truth sources in place of the teacher samples;
+``training.supervised_flow_remix`` says whether lines 5-6 (remixing across the batch) run on them.
 """
 import torch
 
 from surfbench.flow import consistent_velocity, floss_align, flow_matching_residual
 from surfbench.losses import rm_fm_loss
 from surfbench.method import Method
+from surfbench.remix import draw_remix_permutation, remix, sum_sources
 from surfbench.separation import draw_times, flow_separate, start_noise
 
 
@@ -23,7 +25,11 @@ class SupervisedFlow(Method):
 
     def training_step(self, batch, ctx):
         tc = self.training_cfg
-        X1, M = batch["sources"], batch["mixture"]               # ground truth in place of X̃
+        X1, M = batch["sources"], batch["mixture"]               # 4: ground truth in place of X̄
+        if tc["supervised_flow_remix"]:
+            Pi = draw_remix_permutation(M.shape[0], self.n_sources, ctx.generator, M.device)  # 5: Π ~ U(S_BK)
+            X1 = remix(X1, Pi)                                   # 5: X̃1 = Π X
+            M = sum_sources(X1)                                  # 6: M̃ = (I_B ⊗ 1ᵀ) X̃1
         v = consistent_velocity(self.student)                   # P⊥ projection layer
         t = draw_times(M.shape[0], tc["time_sampling"] == "per_example", ctx.generator, M.device)
         X0 = start_noise(M, self.n_sources, tc, generator=ctx.generator)              # Eq. 4

@@ -42,18 +42,30 @@ def dsm_loss(score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, generator
     return (0.5 * sigma.pow(2) * per_example).mean()
 
 
-def check_constraint_step(n_sources: int, constraint_weight: float, lr: float, sigma_min: float) -> float:
-    """``g = K w lr / σ_L²``; raises ``ValueError`` (naming the config keys) when ``g ≥ 1``.
+#: ``basis.update_order``: all sources from the same state (the reference's MNIST code) or one after the
+#: other, each seeing the sources already updated (its CIFAR-10 code)
+UPDATE_ORDERS = ("jacobi", "gauss_seidel")
 
-    Every step of :func:`basis_separate` multiplies the mixture residual ``K m − Σ_j a_j`` by
-    ``1 − 2g`` (``η/σ² = lr/σ_L²`` at every level): ``g ≥ 1`` overshoots by at least as much as
-    it corrects, and the chain diverges.  The reference recipe (K = 2, w = 1, lr = 3e-5,
-    σ_L = 0.01) has ``g = 0.6``.
+
+def check_constraint_step(n_sources: int, constraint_weight: float, lr: float, sigma_min: float,
+                          update_order: str = "jacobi") -> float:
+    """``g = K w lr / σ_L²`` (jacobi) or ``g = w lr / σ_L²`` (gauss_seidel); raises ``ValueError`` (naming the
+    config keys) when ``g ≥ 1``.
+
+    ``η/σ² = lr/σ_L²`` at every level.  A joint (jacobi) step of :func:`basis_separate` multiplies the
+    mixture residual ``K m − Σ_j a_j`` by ``1 − 2g``; a Gauss–Seidel sweep multiplies it by ``1 − 2g``
+    once per source.  ``g ≥ 1`` overshoots by at least as much as it corrects, and the chain diverges.
+    The reference recipes: MNIST (K = 2, w = 1, lr = 3e-5, σ_L = 0.01, jacobi) has ``g = 0.6``,
+    CIFAR-10 (w = 0.5, gauss_seidel) ``g = 0.15``.
     """
-    gain = n_sources * constraint_weight * lr / sigma_min**2
+    if update_order not in UPDATE_ORDERS:
+        raise ValueError(f"basis.update_order = {update_order!r} is not one of {UPDATE_ORDERS}")
+    n = n_sources if update_order == "jacobi" else 1
+    gain = n * constraint_weight * lr / sigma_min**2
     if gain >= 1.0:
+        what = "K * constraint_weight" if update_order == "jacobi" else "constraint_weight"
         raise ValueError(
-            f"basis: K * constraint_weight * lr / sigma_min^2 = {n_sources} * {constraint_weight} * {lr} / {sigma_min:.4g}^2"
+            f"basis ({update_order}): {what} * lr / sigma_min^2 = {n * constraint_weight} * {lr} / {sigma_min:.4g}^2"
             f" = {gain:.3g} >= 1: each Langevin step overshoots the mixture constraint by more than it corrects and the"
             f" chain diverges; lower basis.lr or basis.constraint_weight, or raise basis.sigma_min")
     return gain
@@ -70,6 +82,7 @@ def basis_separate(
     noise=None,
     clamp: tuple[float, float] | None = (0.0, 1.0),
     constraint_weight: float = 1.0,
+    update_order: str = "jacobi",
 ) -> torch.Tensor:
     """Annealed Langevin separation of averaged mixtures ``mixture: [B, *d]`` into ``[B, K, *d]`` images.
 
@@ -86,8 +99,15 @@ def basis_separate(
     constraint and is kept.  ``w = constraint_weight`` is a config **choice**: 1.0 is the
     reference's MNIST code; its CIFAR-10 code (``cifar_runner.py``) drops the 2 of the
     gradient, i.e. ``w = 0.5``.
-    The mixture residual contracts by ``1 − 2 K w η/σ²`` per step (``η/σ² = lr/σ_L²`` at
-    every level); ``K w lr / σ_L² ≥ 1`` diverges and is refused (:func:`check_constraint_step`).
+    ``update_order`` (a config **choice**): ``"jacobi"`` updates every source from the same state,
+    as the reference's MNIST code; ``"gauss_seidel"`` updates them one after the other, source ``k``'s
+    residual ``K m − Σ_j a_j`` already holding the new ``a_j`` of ``j < k``, as its CIFAR-10 code
+    (``x0 += ...`` then ``x1 += ...`` with the updated ``x0``).  Both evaluate every score, and draw
+    every noise, before the sweep (a source's score depends on that source only, which is not updated
+    before its turn), so the two orders see the same random numbers.
+    The mixture residual contracts by ``1 − 2 K w η/σ²`` per joint step, by ``1 − 2 w η/σ²`` per
+    source update of a sweep (``η/σ² = lr/σ_L²`` at every level); a step that diverges is refused
+    (:func:`check_constraint_step`).
     Clamped to ``clamp`` (``[0, 1]``) at the end only (``None``: no clamp).
     ``noise``: an :class:`~surfbench.seeding.ItemNoise` (``.rand``/``.randn`` returning
     ``[B, *shape]``) so the result of an item is independent of its batch; ``None``:
@@ -106,16 +126,24 @@ def basis_separate(
 
     sig = sigmas.detach().to("cpu", torch.float64)
     sigma_last = float(sig[-1])
-    check_constraint_step(k, constraint_weight, lr, sigma_last)
+    check_constraint_step(k, constraint_weight, lr, sigma_last, update_order)
     a = draw("rand")
     for sigma in sig.tolist():
         eta = lr * (sigma / sigma_last) ** 2
         sigma_vec = torch.full((b * k,), sigma, device=dev, dtype=dt)
         for _ in range(steps_per_level):
             score = score_fn(a.flatten(0, 1), sigma_vec).reshape(a.shape)
-            resid = k * mixture - a.sum(dim=1)  # K m − Σ_j a_j (the reference's m_sum − Σ_j a_j), [B, *d]
-            grad_constraint = -2.0 * resid.unsqueeze(1)  # ∇_{a_k} ||K m − Σ_j a_j||², the same for every k
-            a = a + eta * score - constraint_weight * (eta / sigma**2) * grad_constraint + math.sqrt(2 * eta) * draw("randn")
+            noise_step = math.sqrt(2 * eta) * draw("randn")
+            if update_order == "jacobi":
+                resid = k * mixture - a.sum(dim=1)  # K m − Σ_j a_j (the reference's m_sum − Σ_j a_j), [B, *d]
+                grad_constraint = -2.0 * resid.unsqueeze(1)  # ∇_{a_k} ||K m − Σ_j a_j||², the same for every k
+                a = a + eta * score - constraint_weight * (eta / sigma**2) * grad_constraint + noise_step
+            else:
+                a = a.clone()
+                for j in range(k):  # Gauss–Seidel: source j's residual holds the sources updated before it
+                    grad_constraint = -2.0 * (k * mixture - a.sum(dim=1))
+                    a[:, j] += (eta * score[:, j] - constraint_weight * (eta / sigma**2) * grad_constraint
+                                + noise_step[:, j])
     if clamp is not None:
         a = a.clamp(clamp[0], clamp[1])
     return a

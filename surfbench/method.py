@@ -105,6 +105,18 @@ class Method:
         """``[B, *d] -> [B, K, *d]``; ``noise`` draws per-item randomness (``surfbench.seeding.ItemNoise``)."""
         raise NotImplementedError
 
+    def separate_for_scoring(self, mixtures: torch.Tensor, noise, references: torch.Tensor,
+                             evaluation: dict) -> torch.Tensor:
+        """What the evaluation scores against ``references: [B, K, *d]`` under the profile's ``evaluation``
+        settings: :meth:`separate`, unless a method's estimates are matched to the references first (MixIT
+        under ``evaluation.mixit_reduction: oracle_assignment``); :meth:`scoring_note` then says so."""
+        return self.separate(mixtures, noise)
+
+    def scoring_note(self, evaluation: dict) -> str:
+        """How the scored estimates were made, when that is not plain :meth:`separate` ('' = nothing to say);
+        recorded in ``metrics.json`` and footnoted on the method's table row."""
+        return ""
+
     def set_teacher(self, teacher: "Method") -> None:
         """Receive the trained frozen teacher (the method named by ``teacher``)."""
 

@@ -3,7 +3,7 @@
 Training schedule (METHOD.md, App. D.3):
 
 1. phase ``frozen_teacher``: the teacher is the trained MixIT model (frozen), its M
-   slots reduced to K (``mixit.reduce``);
+   slots reduced to K without labels (``mixit.teacher_reduction``);
 2. phase ``ema``: the teacher is an EMA of the student, ``θ_T ← α θ_T + (1-α) θ``,
    initialised from the student when the phase begins; flow teachers are sampled with
    the hybrid velocity ``v_β`` whose β follows ``training.beta_schedule``.
@@ -19,7 +19,7 @@ import torch
 from .ema import ema_update, unwrap_module
 from .flow import consistent_velocity, euler_sample, hybrid_velocity, linear_beta
 from .method import Method, Phase, StepContext
-from .separation import flow_separate, reduce_slots_top_energy, start_noise
+from .separation import flow_separate, reduce_slots, start_noise
 
 
 class RemixingTeacher(Method):
@@ -68,7 +68,8 @@ class RemixingTeacher(Method):
     # ---- the teacher -----------------------------------------------------------------------
     def mixit_estimate(self, mixtures: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return reduce_slots_top_energy(self.mixit.separate_slots(mixtures), self.n_sources, mixtures)
+            return reduce_slots(self.mixit.separate_slots(mixtures), self.n_sources, mixtures,
+                                self.cfg["mixit"].get("teacher_reduction", "top_energy"))
 
     def beta(self, ctx: StepContext) -> float:
         sched = self.training_cfg["beta_schedule"]

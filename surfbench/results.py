@@ -8,6 +8,8 @@
      "metrics": {name: {"mean", "sem", "ci95": [lo, hi], "n", "higher_is_better", "kind": "item"|"set",
                         "available": bool, "reason": str, "spread": float|null}},
      "method_info": {display_name, supervised, generative, citation},
+     "scoring_note": str,                   # how the scored estimates were made, if not plain separation
+                                            # (MixIT's slot reduction; absent before it existed: "")
      "environment": {...},                  # the evaluation's (surfbench.environment.capture)
      "training_environments": [{...}, ...]} # the training's, one per environment it ran in (null: unknown)
 
@@ -122,6 +124,7 @@ def collect(results_root: str | Path, profile: str) -> pd.DataFrame:
                 "reason": m.get("reason", ""), "display_name": info.get("display_name", blob["method"]),
                 "supervised": info.get("supervised"), "generative": info.get("generative"), "path": str(path),
                 "environment": env, "n_items": m.get("n"), "n_missing": m.get("n_missing") or 0,
+                "scoring_note": blob.get("scoring_note") or "",
             })
     return pd.DataFrame(rows)
 
@@ -131,12 +134,20 @@ def _reasons(rows: pd.DataFrame) -> str:
     return "; ".join(sorted({r for r in rows["reason"].astype(str) if r.strip()}))
 
 
+def _scoring_notes(rows: pd.DataFrame) -> str:
+    """The seeds' notes on how their estimates were scored, once each ("" when none was recorded)."""
+    if "scoring_note" not in rows:
+        return ""
+    return "; ".join(sorted({str(n) for n in rows["scoring_note"].fillna("") if str(n).strip()}))
+
+
 def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
     """Across seeds: mean of the per-seed means and a 95% t-interval (one seed: that run's own bootstrap interval).
 
     ``n_environments``: how many different environments (``surfbench.environment.fingerprint``; an
     unrecorded one counts as one more) the available seeds were computed in.  ``n_missing``: items that
     could not be scored (NaN in ``items.csv``) over the available seeds, ``n_items`` those that were.
+    ``scoring_note``: the seeds' notes on how their estimates were scored, once each.
     """
     from scipy import stats
 
@@ -152,7 +163,8 @@ def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
                    supervised=first["supervised"], generative=first["generative"], n_seeds=len(avail),
                    n_environments=len(set(avail["environment"].fillna("unrecorded"))) if "environment" in avail else 1,
                    n_missing=int(avail["n_missing"].fillna(0).sum()) if "n_missing" in avail else 0,
-                   n_items=int(avail["n_items"].fillna(0).sum()) if "n_items" in avail else 0)
+                   n_items=int(avail["n_items"].fillna(0).sum()) if "n_items" in avail else 0,
+                   scoring_note=_scoring_notes(g))
         if avail.empty:
             row.update(mean=np.nan, ci_low=np.nan, ci_high=np.nan, available=False,
                        reason="; ".join(sorted(set(g["reason"].astype(str)))), spread=np.nan)

@@ -1,6 +1,8 @@
 """Separation procedures shared by methods: sampling a flow model, reducing MixIT slots, drawing t."""
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from .flow import VelocityFn, euler_sample, mixture_consistent_start, mixture_rms, project_perp
@@ -39,13 +41,81 @@ def draw_times(batch: int, per_example: bool, generator: torch.Generator, device
     return t.expand(batch).to(device)
 
 
+#: ``mixit.teacher_reduction``: label-free rules that turn MixIT's M slots into K estimates
+TEACHER_REDUCTIONS = ("top_energy", "merge_closest")
+
+
+def _top_energy_slots(est: torch.Tensor, n_sources: int) -> torch.Tensor:
+    """Indices ``[B, K]`` (ascending) of the K slots of ``est: [B, M, *d]`` with the most energy."""
+    energy = est.flatten(2).pow(2).sum(-1)  # [B, M]
+    return energy.topk(n_sources, dim=1).indices.sort(dim=1).values
+
+
 def reduce_slots_top_energy(est: torch.Tensor, n_sources: int, mixtures: torch.Tensor) -> torch.Tensor:
     """MixIT's M slots -> K estimates: keep the K most energetic slots, then make them sum to the mixture.
 
-    (METHOD.md, config ``mixit.reduce: top_energy``; a choice.)  The remainder
+    (METHOD.md, config ``mixit.teacher_reduction: top_energy``; a choice.)  The remainder
     ``m - Σ kept`` is spread equally over the kept slots (mixture-consistency projection).
     """
-    energy = est.flatten(2).pow(2).sum(-1)  # [B, M]
-    idx = energy.topk(n_sources, dim=1).indices.sort(dim=1).values
+    idx = _top_energy_slots(est, n_sources)
     kept = torch.gather(est, 1, idx.view(*idx.shape, *([1] * (est.dim() - 2))).expand(-1, -1, *est.shape[2:]))
     return project_perp(kept) + mixtures.unsqueeze(1) / n_sources
+
+
+def reduce_slots_merge_closest(est: torch.Tensor, n_sources: int, mixtures: torch.Tensor) -> torch.Tensor:
+    """MixIT's M slots -> K estimates without labels: keep the K most energetic slots and add every other slot,
+    whole, to the kept slot it is closest to (largest cosine similarity; ties: the first kept slot).
+
+    (Config ``mixit.teacher_reduction: merge_closest``; a choice.)  Every slot goes to exactly one estimate,
+    so estimates of mixture-consistent slots sum to the mixture; the projection only removes rounding.
+    """
+    b, k = est.shape[0], n_sources
+    flat = est.flatten(2)  # [B, M, D]
+    kept = _top_energy_slots(est, k)  # [B, K]
+    unit = flat / flat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    kept_unit = torch.gather(unit, 1, kept.unsqueeze(-1).expand(-1, -1, unit.shape[-1]))  # [B, K, D]
+    owner = (unit @ kept_unit.transpose(1, 2)).argmax(-1)  # [B, M]: the estimate each slot joins
+    owner = owner.scatter(1, kept, torch.arange(k, device=est.device).expand(b, k))  # a kept slot is its own
+    w = torch.nn.functional.one_hot(owner, k).transpose(1, 2).to(flat.dtype)  # [B, K, M]
+    merged = (w @ flat).view(b, k, *est.shape[2:])
+    return project_perp(merged) + mixtures.unsqueeze(1) / n_sources
+
+
+def reduce_slots(est: torch.Tensor, n_sources: int, mixtures: torch.Tensor, rule: str) -> torch.Tensor:
+    """MixIT's M slots ``[B, M, *d]`` -> K estimates ``[B, K, *d]`` by the label-free ``rule``
+    (``mixit.teacher_reduction``)."""
+    if rule == "top_energy":
+        return reduce_slots_top_energy(est, n_sources, mixtures)
+    if rule == "merge_closest":
+        return reduce_slots_merge_closest(est, n_sources, mixtures)
+    raise ValueError(f"mixit.teacher_reduction = {rule!r} is not one of {TEACHER_REDUCTIONS}")
+
+
+def reduce_slots_oracle(est: torch.Tensor, references: torch.Tensor, tau: float = 1e-3,
+                        eps: float = 1e-8) -> torch.Tensor:
+    """MixIT's M slots -> K estimates by the best assignment **given the references** (for scoring only).
+
+    Each slot goes to one reference; estimate k is the sum of the slots assigned to reference k; the
+    assignment minimises ``Σ_k 10 log10(||r_k − Σ_{slots→k} x̂||² + τ ||r_k||² + eps)`` over all ``K^M``
+    (Wisdom et al. 2020, Eq. 3, with the references as the targets: ``mixit.apply`` of
+    google-research/sound-separation, ``models/train/mixit.py``, which allows fewer references than
+    estimates; the loss is its ``log_mse_loss`` with the 30 dB cap, ``τ = mixit.tau``).  A reference may
+    receive no slot (a zero estimate).  Estimates of mixture-consistent slots sum to the mixture.
+    Config ``evaluation.mixit_reduction: oracle_assignment``.
+    """
+    if est.shape[0] != references.shape[0] or est.shape[2:] != references.shape[2:]:
+        raise ValueError(f"reduce_slots_oracle: est {tuple(est.shape)} vs references {tuple(references.shape)}")
+    b, n_slots = est.shape[:2]
+    k = references.shape[1]
+    e, r = est.flatten(2), references.flatten(2)  # [B, M, D], [B, K, D]
+    assign = torch.tensor(list(itertools.product(range(k), repeat=n_slots)), device=est.device)  # [P, M]
+    w = torch.nn.functional.one_hot(assign, k).transpose(1, 2).to(torch.float64)  # [P, K, M]
+    with torch.no_grad():
+        e64, r64 = e.double(), r.double()
+        gram = e64 @ e64.transpose(1, 2)  # [B, M, M]
+        cross = r64 @ e64.transpose(1, 2)  # [B, K, M]
+        energy = r64.pow(2).sum(-1)  # [B, K]
+        err = (energy.unsqueeze(1) - 2 * torch.einsum("pkm,bkm->bpk", w, cross)
+               + torch.einsum("pkm,bmn,pkn->bpk", w, gram, w)).clamp_min(0)  # [B, P, K]
+        best = (10 * torch.log10(err + tau * energy.unsqueeze(1) + eps)).sum(-1).argmin(dim=1)  # [B]
+    return (w[best].to(e.dtype) @ e).view(b, k, *est.shape[2:])

@@ -1,11 +1,15 @@
 """surfbench.basis with the analytic score of a Gaussian prior."""
 import math
+import sys
+from pathlib import Path
 
 import torch
 
 import pytest
 
 from surfbench.basis import basis_separate, check_constraint_step, dsm_loss, geometric_sigmas
+from surfbench.config import RunId, load_config, resolve_run
+from surfbench.registry import registry
 from surfbench.seeding import ItemNoise
 
 MU, S = 0.5, 0.2  # prior N(MU, S² I) on each image
@@ -96,6 +100,70 @@ def test_basis_refuses_a_diverging_constraint_step():
     m = torch.full((1, 1, 2, 2), 0.4)
     with pytest.raises(ValueError, match="diverges"):
         basis_separate(gaussian_score, m, 2, geometric_sigmas(1.0, 0.01, 3), steps_per_level=2, lr=1e-4)
+
+
+class _FixedNoise:
+    """Stands in for ItemNoise: hands out the given start point and Langevin noise, ``[B, K, *d]``."""
+
+    def __init__(self, start, eps):
+        self.start, self.eps = start, eps
+
+    def rand(self, *shape):
+        return self.start
+
+    def randn(self, *shape):
+        return self.eps
+
+
+@pytest.mark.parametrize("order, expected", [("jacobi", (0.415, 0.595)), ("gauss_seidel", (0.415, 0.4875))])
+def test_one_langevin_step_of_each_update_order_by_hand(order, expected):
+    """K = 2, one pixel, one level σ = 0.1, one step with η = lr = 0.005 (η/σ² = 0.5, √(2η) = 0.1), w = 0.5 (the
+    reference's CIFAR-10 weight: η/σ² (K m − Σ_j a_j)), score s(x) = −10 (x − 0.5); start a = (0.2, 0.6), average
+    mixture 0.5 (K m = 1), noise ε = (1, −1).
+
+    jacobi (both from the same state): residual 1 − 0.8 = 0.2,
+        a_1 = 0.2 + 0.005·3 + 0.5·0.2 + 0.1 = 0.415,   a_2 = 0.6 − 0.005·1 + 0.5·0.2 − 0.1 = 0.595;
+    gauss_seidel (a_2 sees the new a_1): a_1 = 0.415 as above, then residual 1 − (0.415 + 0.6) = −0.015,
+        a_2 = 0.6 − 0.005 + 0.5·(−0.015) − 0.1 = 0.4875.
+    """
+    def score(x, sigma):
+        return -10.0 * (x - 0.5)
+
+    m = torch.tensor([[0.5]], dtype=torch.float64)
+    noise = _FixedNoise(torch.tensor([[[0.2], [0.6]]], dtype=torch.float64),
+                        torch.tensor([[[1.0], [-1.0]]], dtype=torch.float64))
+    out = basis_separate(score, m, 2, torch.tensor([0.1], dtype=torch.float64), steps_per_level=1, lr=0.005, noise=noise,
+                         constraint_weight=0.5, update_order=order)
+    assert out.shape == (1, 2, 1)
+    assert out.flatten().tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_gauss_seidel_stability_bound_is_per_source():
+    # a joint step corrects the residual K times as fast as one source update of a sweep
+    assert math.isclose(check_constraint_step(2, 0.5, 3e-5, 0.01, "gauss_seidel"), 0.15)  # the CIFAR-10 recipe
+    assert math.isclose(check_constraint_step(2, 0.5, 3e-5, 0.01, "jacobi"), 0.3)
+    assert math.isclose(check_constraint_step(4, 1.0, 3e-5, 0.01, "gauss_seidel"), 0.3)  # refused as jacobi
+    with pytest.raises(ValueError, match="update_order"):
+        check_constraint_step(2, 0.5, 3e-5, 0.01, "red_black")
+
+
+def test_the_cifar10_recipe_through_dataset_overrides(monkeypatch):
+    """The reference's per-dataset recipe as the paper profile writes it: MNIST keeps the profile's basis block,
+    CIFAR-10 gets w = 0.5 and the Gauss–Seidel order, and the BASIS method samples with them."""
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "config" / "ci.yaml", overrides={
+        "dataset_overrides": {"cifar10": {"basis": {"constraint_weight": 0.5, "update_order": "gauss_seidel"}}}})
+    runs = {ds: resolve_run(cfg, RunId(ds, "basis", 0)) for ds in ("mnist", "cifar10")}
+    recipe = {ds: (run["basis"]["constraint_weight"], run["basis"]["update_order"]) for ds, run in runs.items()}
+    assert recipe == {"mnist": (1.0, "jacobi"), "cifar10": (0.5, "gauss_seidel")}
+    assert runs["cifar10"]["basis"]["levels"] == runs["mnist"]["basis"]["levels"]  # the rest from the profile
+    cls = registry().get("basis")
+    module = sys.modules[cls.__module__]
+    seen = []
+    monkeypatch.setattr(module, "basis_separate", lambda *a, **kw: seen.append(kw) or torch.zeros(1, 2, 3, 8, 8))
+    for ds, (w, order) in (("mnist", (1.0, "jacobi")), ("cifar10", (0.5, "gauss_seidel"))):
+        cls(runs[ds], (3, 8, 8), 2, "cpu").separate(torch.zeros(1, 3, 8, 8), None)
+        assert (seen[-1]["constraint_weight"], seen[-1]["update_order"]) == (w, order)
 
 
 def test_dsm_loss_prefers_true_score():

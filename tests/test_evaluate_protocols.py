@@ -129,3 +129,15 @@ def test_an_unscorable_item_is_recorded_counted_and_footnoted(tmp_path, monkeypa
     md = render_markdown("4", agg, None, "ci")
     assert "<sup>a</sup> computed on 3 of 4 items: 1 of 4 items could not be scored" in md
     assert md.count("<sup>a</sup>") == 2  # the PESQ cell and its note; SI-SDR has none
+
+
+def test_the_image_pairing_setting_reaches_the_metrics_and_the_tables_notes(cfg, tmp_path):
+    from surfbench.metrics.image import ImageEvalOptions
+    from surfbench.report.build import profile_notes
+
+    for pairing in ("mse", "psnr"):
+        ecfg = {**cfg["evaluation"], "image_pairing": pairing}
+        options = E._image_options("table1", ecfg, tmp_path, "set", "cpu")
+        assert ImageEvalOptions.from_any(options).pairing == pairing
+        note = profile_notes({**cfg, "evaluation": ecfg})[-1]
+        assert ("best mean PSNR" in note) == (pairing == "psnr") and note.startswith("Image metrics pair")

@@ -84,6 +84,30 @@ def test_align_best_permutation_undoes_a_swap():
     assert im.psnr(est3[1], ref3[1]).max() < 20
 
 
+def test_mse_and_psnr_pairings_pick_different_permutations_by_hand():
+    """One-pixel images: references 0.4, 0.6; estimates 0.41, 0.0.
+
+    as given (0.41->0.4, 0.0->0.6): MSEs 1e-4, 0.36; total 0.3601; PSNRs 40, 4.437 dB, mean 22.218 dB
+    swapped (0.0->0.4, 0.41->0.6): MSEs 0.16, 0.0361; total 0.1961; PSNRs 7.959, 14.425 dB, mean 11.192 dB
+    The least total MSE swaps them; the best mean PSNR (the BASIS code's rule) keeps them.
+    """
+    ref = torch.tensor([0.4, 0.6]).view(1, 2, 1, 1, 1)
+    est = torch.tensor([0.41, 0.0]).view(1, 2, 1, 1, 1)
+    by_mse = im.align_best_permutation(est, ref, "mse")
+    by_psnr = im.align_best_permutation(est, ref, "psnr")
+    assert torch.equal(by_mse, est.flip(1)) and torch.equal(by_psnr, est)
+    assert im.psnr(by_mse[0], ref[0]).mean().item() == pytest.approx(11.192, abs=1e-3)
+    assert im.psnr(by_psnr[0], ref[0]).mean().item() == pytest.approx(22.218, abs=1e-3)
+    # through the whole suite (half-image sources: the images are 2x the slots), per the option
+    per_mse, _, _ = im.evaluate_images(est / 2, ref / 2, 2, {"metrics": ["psnr"], "pairing": "mse"})
+    per_psnr, _, _ = im.evaluate_images(est / 2, ref / 2, 2, {"metrics": ["psnr"]} | {"pairing": "psnr"})
+    assert per_mse["psnr"].mean() == pytest.approx(11.192, abs=1e-3)
+    assert per_psnr["psnr"].mean() == pytest.approx(22.218, abs=1e-3)
+    assert im.ImageEvalOptions().pairing == "mse"  # the schema's default (evaluation.image_pairing)
+    with pytest.raises(ValueError, match="evaluation.image_pairing"):
+        im.align_best_permutation(est, ref, "ssim")
+
+
 # ----------------------------------------------------------------------------- PSNR, SSIM
 
 

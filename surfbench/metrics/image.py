@@ -7,7 +7,8 @@ Conventions (see shared/METHOD.md, "Metrics"):
 
 * a separated image is ``K * x̂_k`` clipped to ``[0, 1]`` (:func:`to_images`);
 * estimates are paired with references by the best permutation per mixture
-  under MSE (:func:`align_best_permutation`, using :mod:`surfbench.pit`);
+  (:func:`align_best_permutation`, using :mod:`surfbench.pit`): the least total MSE, or
+  the best mean PSNR as the BASIS reference code does (config ``evaluation.image_pairing``);
 * PSNR / SSIM follow scikit-image (``data_range=1``; SSIM with an 11-tap
   Gaussian window, sigma 1.5, K1 0.01, K2 0.03, population covariances,
   averaged over the valid region and over channels);
@@ -61,17 +62,35 @@ def to_images(sources: torch.Tensor, n_sources: int) -> torch.Tensor:
     return (sources * n_sources).clamp(0.0, 1.0)
 
 
-def align_best_permutation(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+#: ``evaluation.image_pairing``: what the per-mixture pairing of estimates with references optimises
+IMAGE_PAIRINGS = ("mse", "psnr")
+
+
+def align_best_permutation(est: torch.Tensor, ref: torch.Tensor, pairing: str = "mse") -> torch.Tensor:
     """``est`` ``[B, K, *d]`` reordered so that ``est[b, i]`` is paired with ``ref[b, i]``.
 
-    The pairing is the permutation of the K slots with the least total MSE,
-    per mixture (exhaustive for K <= 3, Hungarian above; :mod:`surfbench.pit`).
+    The pairing is the permutation of the K slots, per mixture (exhaustive for K <= 3,
+    Hungarian above; :mod:`surfbench.pit`), with
+
+    * ``"mse"``: the least total MSE ``Σ_i mse_i``;
+    * ``"psnr"``: the best mean PSNR, i.e. the least ``Σ_i log10 mse_i`` -- the rule of the BASIS
+      reference code (``permutations_psnr`` in ``glow/sep.py``, the PSNR loop of
+      ``ncsn/runners/multiple_mnist_runner.py``: the permutation with the largest sum of PSNRs).
+
+    The two differ when one pairing matches one image almost exactly and the other badly, and the
+    other pairing matches both moderately (``tests/test_image_metrics.py``).
     """
     if est.shape != ref.shape or est.dim() < 3:
         raise ValueError(f"align_best_permutation: need equal [B, K, *d] shapes, got {tuple(est.shape)} and {tuple(ref.shape)}")
+    if pairing not in IMAGE_PAIRINGS:
+        raise ValueError(f"align_best_permutation: unknown pairing {pairing!r}; expected one of {IMAGE_PAIRINGS} "
+                         f"(evaluation.image_pairing)")
     with torch.no_grad():
         # cost[b, i, j] = mse(ref_i, est_j), so perm[b, i] is the estimate slot for reference slot i.
-        perm = best_permutation(pairwise_mse(ref, est))
+        cost = pairwise_mse(ref, est)
+        if pairing == "psnr":
+            cost = cost.double().clamp_min(1e-30).log10()  # an exact match (PSNR = inf) stays finite and wins
+        perm = best_permutation(cost)
     return permute(est, perm)
 
 
@@ -423,6 +442,7 @@ class ImageEvalOptions:
     batch_size: int = 256  #: LPIPS chunk
     fid_batch_size: int = 64
     isc_splits: int = 10
+    pairing: str = "mse"  #: ``evaluation.image_pairing`` (:func:`align_best_permutation`)
 
     @classmethod
     def from_any(cls, options: "ImageEvalOptions | Mapping[str, Any] | None") -> "ImageEvalOptions":
@@ -473,7 +493,8 @@ def evaluate_images(
     """Run the image metric suite on separated half-image sources ``[B, K, C, H, W]``.
 
     Estimates are turned into images (:func:`to_images`), paired with the
-    references by the best permutation per mixture, then scored.
+    references by the best permutation per mixture (``options.pairing``; one pairing
+    for every metric), then scored.
 
     Returns ``(per_item, set_level, unavailable)``:
 
@@ -497,7 +518,7 @@ def evaluate_images(
     device = torch.device(opt.device)
     est = to_images(est_sources.detach().to(device), n_sources)
     ref = to_images(ref_sources.detach().to(device), n_sources)
-    est = align_best_permutation(est, ref)
+    est = align_best_permutation(est, ref, opt.pairing)
     est_flat, ref_flat = est.flatten(0, 1), ref.flatten(0, 1)
 
     per_item: dict[str, np.ndarray] = {}

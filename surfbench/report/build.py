@@ -23,6 +23,12 @@ PROFILE_NOTES = {
                   "librimix": "Libri2Mix: min mode, 16 kHz, train-360 / test"},
 }
 FID_NOTE = "FID compares the separated images with the ground-truth images of the same evaluation set."
+PAIRING_NOTES = {  # evaluation.image_pairing
+    "mse": "Image metrics pair each mixture's separated images with its references by the permutation of least "
+           "total MSE.",
+    "psnr": "Image metrics pair each mixture's separated images with its references by the permutation of best "
+            "mean PSNR (the BASIS reference code's rule).",
+}
 
 
 def table_rows(cfg: dict, results_root: str | Path) -> pd.DataFrame:
@@ -60,6 +66,7 @@ def profile_notes(cfg: dict) -> list[str]:
         if dcfg.get("enabled", True):
             notes.append(PROFILE_NOTES[ds][dcfg["source"]])
     notes.append(FID_NOTE)
+    notes.append(PAIRING_NOTES[cfg["evaluation"]["image_pairing"]])
     return notes
 
 

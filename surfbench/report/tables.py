@@ -13,9 +13,10 @@ layout).  The paper's numbers come from :func:`surfbench.report.reference.load_r
 Cell format (both outputs): ``ours (paper)`` in one column per metric -- our mean, ``± half-width
 of the 95% interval`` when more than one seed, then the paper's published number in parentheses
 (small in LaTeX).  ``n/a`` + footnote marker: the metric was not computed (the reason is the
-footnote); ``--``: no result for this cell in this profile.  Bold / underline: best / second best
-by *our* means (rounded as printed; ties share the mark), among the unsupervised rows (Tables 1,
-3, 4), all rows (Table 2) or each ablation group (Table 9).
+footnote); ``--``: no result for this cell in this profile.  A marker after a row's name: a note on
+how that method's estimates were scored (``scoring_note``, e.g. MixIT's slot reduction).  Bold /
+underline: best / second best by *our* means (rounded as printed; ties share the mark), among the
+unsupervised rows (Tables 1, 3, 4), all rows (Table 2) or each ablation group (Table 9).
 
 Display names of the paper's rows are the paper's (per table); ``supervised`` / ``generative``
 come from the results when present (layout fallback); a method that is not in the paper is
@@ -55,6 +56,7 @@ OPTIONAL_DEFAULTS = {
     "display_name": None,
     "supervised": None,
     "generative": None,
+    "scoring_note": "",
 }
 DEFAULT_REASON = "not computed in this profile"
 
@@ -133,6 +135,7 @@ def prepare_ours(ours: pd.DataFrame | None) -> pd.DataFrame:
             av = _to_bool(rec.get("available", True))
             out["available"] = True if av is None else av
             out["reason"] = _to_text(rec.get("reason", ""))
+            out["scoring_note"] = _to_text(rec.get("scoring_note", ""))
             dn = rec.get("display_name")
             out["display_name"] = None if _is_missing(dn) or str(dn) == "" else str(dn)
             out["supervised"] = _to_bool(rec.get("supervised"))
@@ -188,6 +191,7 @@ class RowModel:
     generative: bool | None
     extra: bool
     cells: list[Cell] = field(default_factory=list)
+    marker: str = ""                # footnote letter(s) after the name: how its estimates were scored
 
 
 @dataclass
@@ -309,22 +313,31 @@ def build_model(table_id, ours, reference: pd.DataFrame | None, profile: str, no
                     lo, hi = rec["ci_low"], rec["ci_high"]
                     if rec["n_seeds"] > 1 and math.isfinite(lo) and math.isfinite(hi):
                         cell.half = (hi - lo) / 2.0
-                    notes = []
+                    cell_notes = []
                     if rec["n_missing"] > 0:
                         planned = rec["n_items"] + rec["n_missing"]
-                        notes.append(f"computed on {rec['n_items']} of {planned} items: "
-                                     f"{rec['reason'].strip() or 'the others could not be scored (NaN in items.csv)'}")
+                        why = rec["reason"].strip() or "the others could not be scored (NaN in items.csv)"
+                        cell_notes.append(f"computed on {rec['n_items']} of {planned} items: {why}")
                     if rec["n_environments"] > 1:
-                        notes.append(f"the seeds of this value were computed in {rec['n_environments']} different "
-                                     f"environments (library versions, thread counts, device, or the processor under "
-                                     f"cpu_kernels: native; each run's metrics.json records its own)")
-                    cell.marker = ",".join(reasons.setdefault(n, _marker(len(reasons))) for n in notes)
+                        cell_notes.append(f"the seeds of this value were computed in {rec['n_environments']} different "
+                                          f"environments (library versions, thread counts, device, or the processor "
+                                          f"under cpu_kernels: native; each run's metrics.json records its own)")
+                    cell.marker = ",".join(reasons.setdefault(n, _marker(len(reasons))) for n in cell_notes)
                 else:
                     cell.kind = "na"
                     reason = rec["reason"].strip() or (
                         DEFAULT_REASON if not rec["available"] else "value missing (NaN) in the results")
                     cell.reason, cell.marker = reason, reasons.setdefault(f"n/a: {reason}", _marker(len(reasons)))
             rm.cells.append(cell)
+    # a note on how a method's estimates were scored (MixIT's M slots -> K) marks its row, after the cells' notes
+    for rm in row_models:
+        scoring: dict[str, None] = {}  # ordered set: the row's notes, once each
+        for gi, mk in columns:
+            g = layout.groups[gi]
+            rec = ours_idx.get((tid, g.dataset, g.method or rm.row.method, rm.row.variant, mk))
+            if rec is not None and rec["scoring_note"].strip():
+                scoring[rec["scoring_note"]] = None
+        rm.marker = ",".join(reasons.setdefault(n, _marker(len(reasons))) for n in scoring)
 
     _rank(layout, row_models, len(columns))
     return TableModel(
@@ -403,6 +416,10 @@ def _cell_latex(c: Cell) -> str:
         # ours on top, the paper's number below it (small), in a nested one-column tabular
         s = rf"\begin{{tabular}}[t]{{@{{}}c@{{}}}}{s}\\[-1pt]{{\scriptsize({c.paper_latex})}}\end{{tabular}}"
     return s
+
+
+def _name_latex(rm: RowModel) -> str:
+    return rm.name_latex + (rf"\textsuperscript{{{rm.marker}}}" if rm.marker else "")
 
 
 def _prop_latex(v: bool | None) -> str:
@@ -495,11 +512,11 @@ def render_latex(table_id, ours: pd.DataFrame | None, reference: pd.DataFrame | 
             g_label = "" if rm.row.group == prev_group else (
                 rm.row.group_latex or latex_escape(rm.row.group))
             prev_group = rm.row.group
-            cells = [g_label, rm.name_latex]
+            cells = [g_label, _name_latex(rm)]
         else:
             if rm.extra and (i == 0 or not model.rows[i - 1].extra):
                 out.append(r"\midrule")
-            cells = [rm.name_latex]
+            cells = [_name_latex(rm)]
             if lay.property_columns:
                 unsup = None if rm.supervised is None else not rm.supervised
                 cells += [_prop_latex(unsup), _prop_latex(rm.generative)]
@@ -537,6 +554,10 @@ def _cell_md(c: Cell) -> str:
     return s
 
 
+def _name_md(rm: RowModel) -> str:
+    return _md_escape(rm.name) + (f"<sup>{rm.marker}</sup>" if rm.marker else "")
+
+
 def render_markdown(table_id, ours: pd.DataFrame | None, reference: pd.DataFrame | None,
                     profile: str, notes: str | Sequence[str] | None = None) -> str:
     """One paper table as a Markdown section (heading, caption, table, notes)."""
@@ -558,10 +579,10 @@ def render_markdown(table_id, ours: pd.DataFrame | None, reference: pd.DataFrame
     prev_group = None
     for rm in model.rows:
         if per_group:
-            cells = ["" if rm.row.group == prev_group else _md_escape(rm.row.group), _md_escape(rm.name)]
+            cells = ["" if rm.row.group == prev_group else _md_escape(rm.row.group), _name_md(rm)]
             prev_group = rm.row.group
         else:
-            cells = [_md_escape(rm.name)]
+            cells = [_name_md(rm)]
             if lay.property_columns:
                 def p(v):
                     return "?" if v is None else ("✓" if v else "×")
