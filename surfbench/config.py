@@ -169,21 +169,45 @@ def _check_method_names(cfg: dict, source: str) -> None:
         raise ConfigError("\n".join(bad))
 
 
+def read_profile(path: str | Path, _seen: tuple = ()) -> dict:
+    """A profile YAML as written, with its ``extends`` chain expanded (see :func:`expand_extends`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (profiles live in config/: tiny.yaml, ci.yaml, "
+                          f"paper.yaml, paper-smoke.yaml)")
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(cfg).__name__}")
+    return expand_extends(cfg, path, _seen)
+
+
+def expand_extends(cfg: dict, path: str | Path, _seen: tuple = ()) -> dict:
+    """``extends: other.yaml`` (a path relative to the file that says it): that profile, with this one's keys
+    merged over it (mappings key by key, anything else replaced).  One source of truth for a profile that is
+    another at a different scale (paper-smoke.yaml extends paper.yaml)."""
+    if "extends" not in cfg:
+        return cfg
+    path = Path(path)
+    base_path = (path.parent / str(cfg["extends"])).resolve()
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: extends {cfg['extends']!r}, but {base_path} does not exist (the path is relative "
+                          f"to {path.parent})")
+    seen = _seen + (path.resolve(),)
+    if base_path in seen:
+        raise ConfigError(f"{path}: extends {cfg['extends']!r} forms a cycle ({' -> '.join(map(str, seen + (base_path,)))})")
+    return deep_merge(read_profile(base_path, seen), {k: v for k, v in cfg.items() if k != "extends"})
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None, check_methods: bool = True) -> dict:
     """Load a profile YAML (plus dict overrides, e.g. Snakemake's --config) and validate it."""
     cfg: dict = {}
     source = "config"
     if path is not None:
-        path = Path(path)
         source = str(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist (profiles live in config/: tiny.yaml, ci.yaml, paper.yaml)")
-        try:
-            cfg = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(cfg, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping, got {type(cfg).__name__}")
+        cfg = read_profile(path)
     if overrides:
         cfg = deep_merge(cfg, overrides)
     return validate(cfg, source=source, check_methods=check_methods)

@@ -47,21 +47,41 @@ class EvaluationError(RuntimeError):
     pass
 
 
-def separate_all(method, mixtures: torch.Tensor, seed: int, batch_size: int, device, progress: bool = True) -> torch.Tensor:
-    """Separate every evaluation mixture; item ``i`` always draws from its own noise stream."""
+def batches(shapes: list, batch_size: int) -> list[list[int]]:
+    """Consecutive item ids, at most ``batch_size`` per batch and one shape per batch (whole utterances of
+    different lengths are separated alone: no padding, which would change what a model hears)."""
+    out: list[list[int]] = []
+    for i, shape in enumerate(shapes):
+        if out and len(out[-1]) < batch_size and shapes[out[-1][0]] == shape:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def separate_all(method, mixtures, seed: int, batch_size: int, device, progress: bool = True,
+                 references=None, evaluation: dict | None = None):
+    """Separate every evaluation mixture; item ``i`` always draws from its own noise stream.
+
+    ``mixtures``: ``[N, *d]``, or a list of ``N`` items of different lengths (then a list is returned).
+    With ``references`` (``[N, K, *d]`` or a list) the estimates are the method's ``separate_for_scoring`` under
+    the ``evaluation`` settings (what the evaluation scores); without, its ``separate``."""
     outs = []
-    n = mixtures.shape[0]
-    for start in tqdm(range(0, n, batch_size), disable=not progress, desc=f"separate {method.name}", file=sys.stderr,
-                      mininterval=2.0):
-        ids = list(range(start, min(n, start + batch_size)))
+    ragged = isinstance(mixtures, list)
+    for ids in tqdm(batches([tuple(m.shape) for m in mixtures], batch_size), disable=not progress,
+                    desc=f"separate {method.name}", file=sys.stderr, mininterval=2.0):
         noise = ItemNoise(derive_seed(seed, "eval"), ids, device=device)
+        m = torch.stack([mixtures[i] for i in ids]).to(device)
         with torch.no_grad():
-            est = method.separate(mixtures[ids].to(device), noise)
+            if references is None:
+                est = method.separate(m, noise)
+            else:
+                ref = torch.stack([references[i] for i in ids]).to(device)
+                est = method.separate_for_scoring(m, noise, ref, evaluation or {})
         outs.append(est.detach().float().cpu())
-    est = torch.cat(outs)
-    if not torch.isfinite(est).all():
+    if not all(torch.isfinite(e).all() for e in outs):
         raise EvaluationError(f"{method.name}: the separated signals contain NaN/Inf; the model is broken (retrain it)")
-    return est
+    return [e for o in outs for e in o] if ragged else torch.cat(outs)
 
 
 def _image_options(protocol, ecfg, cache_dir, set_id, device) -> dict:
@@ -69,14 +89,14 @@ def _image_options(protocol, ecfg, cache_dir, set_id, device) -> dict:
     if protocol == "table2":
         wanted = [m for m in wanted if m in TABLE2_METRICS]
     return {"metrics": wanted, "lpips_net": ecfg["lpips_net"], "lpips_resize": ecfg["lpips_resize"],
-            "device": str(device), "cache_dir": str(cache_dir), "set_id": set_id}
+            "pairing": ecfg["image_pairing"], "device": str(device), "cache_dir": str(cache_dir), "set_id": set_id}
 
 
 def _speech_metrics(est, ref, ecfg, sample_rate, failures: dict):
     """Per-item speech metrics; ``failures`` receives ``{metric: {item: why}}`` for items that could not be scored."""
     from .metrics.audio import evaluate_speech
 
-    mix = ref.sum(1)
+    mix = [r.sum(0) for r in ref] if isinstance(ref, list) else ref.sum(1)
     names = list(ecfg["speech_metrics"])
     why: dict = {}
     values = evaluate_speech(est, ref, mix, sample_rate, workers=ecfg["workers"],
@@ -112,9 +132,9 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
         raise EvaluationError(
             f"{model_path}: method {method.name} separates into {method.n_sources} sources but the evaluation set "
             f"{Path(data_dir) / PROTOCOL_SPLIT[protocol]}.npz has {evalset.n_sources}-source mixtures; train it on this dataset")
-    sources = evalset.all()                 # [N, K, *d]
+    sources = evalset.items() if evalset.ragged else evalset.all()  # [N, K, *d], or N items [K, T_i]
     item_failures: dict[str, dict[int, str]] = {}  # metric -> {item: why it could not be scored}
-    mixtures = sources.sum(1)
+    mixtures = [s.sum(0) for s in sources] if evalset.ragged else sources.sum(1)
     k = evalset.n_sources
 
     if evalset.domain == "image":
@@ -129,14 +149,15 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
             est = None
             per_item, set_level, unavailable = {}, {}, dict(missing)
         else:
-            est = separate_all(method, mixtures, run_cfg["seed"], eval_cfg["batch_size"], dev, progress)
+            est = separate_all(method, mixtures, run_cfg["seed"], eval_cfg["batch_size"], dev, progress, sources,
+                               eval_cfg)
             per_item, set_level, unavailable = evaluate_images(est, sources, k, options)
     else:
-        est = separate_all(method, mixtures, run_cfg["seed"], eval_cfg["batch_size"], dev, progress)
+        est = separate_all(method, mixtures, run_cfg["seed"], eval_cfg["batch_size"], dev, progress, sources, eval_cfg)
         per_item, set_level, unavailable = _speech_metrics(est, sources, eval_cfg, run_cfg["data"]["sample_rate"],
                                                            item_failures)
 
-    n = mixtures.shape[0]
+    n = len(mixtures)
     items = pd.DataFrame({"mixture": np.repeat(np.arange(n), k), "slot": np.tile(np.arange(k), n)})
     metrics = {}
     for name, values in per_item.items():
@@ -166,14 +187,16 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
     out_dir = Path(out_dir)
     if est is not None and eval_cfg["n_figure_examples"] > 0 and protocol != "table2":
         j = min(eval_cfg["n_figure_examples"], n)
-        save_npz_atomic(out_dir / "examples.npz", mixtures=mixtures[:j].numpy(), sources=sources[:j].numpy(),
-                        estimates=est[:j].numpy())
+        t = min(len(m) for m in mixtures[:j]) if evalset.ragged else None  # whole utterances: the figure shows
+        cut = lambda xs: torch.stack([x[..., :t] for x in xs[:j]]).numpy()  # noqa: E731 - each one's first t samples
+        save_npz_atomic(out_dir / "examples.npz", mixtures=cut(mixtures), sources=cut(sources), estimates=cut(est))
     header = {
         "profile": run_cfg["profile"], "dataset": run_cfg["dataset"], "method": run_cfg["method"],
         "variant": run_cfg.get("variant", ""), "seed": run_cfg["seed"], "protocol": protocol,
         "config_hash": config_hash(run_cfg), "dataset_hash": evalset.content_hash,
         "model_hash": file_sha256(Path(model_path)), "n_items": int(n * k), "n_mixtures": int(n),
         "runtime_s": round(time.time() - t0, 3), "method_info": cls.metadata(),
+        "scoring_note": method.scoring_note(eval_cfg),  # e.g. how MixIT's slots were reduced: footnoted in tables
         "environment": environment.capture(dev), "training_environments": method.training_environments,
     }
     return write_run_results(out_dir, header=header, items=items, metrics=metrics)

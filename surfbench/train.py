@@ -299,7 +299,7 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
                           generator=gen, device=dev)
         if ctx.phase_step == 0:
             method.on_phase_start(phase, ctx)
-        batch = make_batch(cls.training_data, trainset.get_batch(stream.next()), trainset.domain, run_cfg["mixit"], gen, dev)
+        batch = make_batch(cls.training_data, trainset.get_batch(stream.next(), gen), trainset.domain, run_cfg["mixit"], gen, dev)
         lv = optimisation_step(method, batch, ctx, opt, params)
         step += 1
         history.append((step, phase.name, lv))

@@ -16,6 +16,7 @@ from surfbench.config import (
     config_hash,
     load_config,
     parse_variant,
+    read_profile,
     resolve_run,
     schema,
     validate,
@@ -36,7 +37,7 @@ def test_there_are_profiles():
 
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
 def test_every_profile_validates_and_keeps_its_values(path):
-    raw = yaml.safe_load(path.read_text())
+    raw = read_profile(path)  # with its `extends` chain expanded (paper-smoke extends paper)
     cfg = load_config(path)
     assert cfg["profile"] == raw["profile"] == path.stem
     # what the file says survives validation unchanged ...
@@ -280,7 +281,7 @@ def test_resolve_run_dataset_overrides_layer_between_domain_and_method():
     assert basis["training"]["steps"] == 90 and basis["training"]["lr"] == 0.3
     # only the keys written replace the profile's basis block; the rest keep the profile's values or defaults
     assert basis["basis"] == {"sigma_max": 1.0, "sigma_min": 0.01, "levels": 10, "steps_per_level": 30, "lr": 2e-5,
-                              "constraint_weight": 1.0}
+                              "constraint_weight": 1.0, "update_order": "jacobi"}
     # a per-method override (domain level) still beats the dataset's training block
     assert resolve_run(cfg, RunId("mnist", "surf_remixit", 0))["training"]["steps"] == 40
     assert resolve_run(cfg, RunId("mnist", "mixit", 0))["training"]["steps"] == 50
@@ -378,6 +379,28 @@ def test_config_hash_changes_with_semantic_keys(hand_cfg, change):
     other = resolve_run(hand_cfg, RunId("cifar10", "surf_remixit", 0))
     change(other)
     assert config_hash(other) != config_hash(base)
+
+
+def test_faithfulness_choices_default_to_the_golden_behaviour_and_take_the_paper_settings(hand_cfg):
+    """The four choices of the paper review: defaults as before them (the ci golden values), the paper
+    profile's settings valid, BASIS's per dataset; scoring choices are evaluation settings (no retraining)."""
+    assert hand_cfg["training"]["supervised_flow_remix"] is False
+    assert hand_cfg["mixit"]["teacher_reduction"] == "top_energy"
+    assert (hand_cfg["evaluation"]["mixit_reduction"], hand_cfg["evaluation"]["image_pairing"]) == ("label_free", "mse")
+    assert (hand_cfg["basis"]["constraint_weight"], hand_cfg["basis"]["update_order"]) == (1.0, "jacobi")
+    paper = validate({**HAND_MADE, "training": {**HAND_MADE["training"], "supervised_flow_remix": True},
+                      "evaluation": {"image_pairing": "psnr", "mixit_reduction": "oracle_assignment"},
+                      "dataset_overrides": {"cifar10": {"basis": {"constraint_weight": 0.5,
+                                                                  "update_order": "gauss_seidel"}}}})
+    assert resolve_run(paper, RunId("mnist", "supervised_flow", 0))["training"]["supervised_flow_remix"] is True
+    assert resolve_run(paper, RunId("cifar10", "basis", 0))["basis"]["update_order"] == "gauss_seidel"
+    assert resolve_run(paper, RunId("mnist", "basis", 0))["basis"]["update_order"] == "jacobi"
+    # how the MixIT row is scored, and the image pairing, are not part of any run's config: no retraining
+    for method in ("mixit", "surf_remixit"):
+        assert config_hash(resolve_run(paper, RunId("mnist", method, 0))) == \
+            config_hash(resolve_run(validate({**HAND_MADE, "training": paper["training"]}), RunId("mnist", method, 0)))
+    with pytest.raises(ConfigError, match="update_order"):
+        validate({**HAND_MADE, "basis": {"update_order": "gauss-seidel"}})
 
 
 def test_config_hash_is_stable_and_independent_of_key_order(hand_cfg):

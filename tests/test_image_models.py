@@ -116,8 +116,8 @@ def test_build_model_errors():
         build_model({"arch": "unet", "conditional": True}, "flow", 2, (1, 28, 28))
     with pytest.raises(TypeError, match="scale_by_sigma"):  # score-only option
         build_model({"arch": "unet", "scale_by_sigma": True}, "flow", 2, (1, 28, 28))
-    with pytest.raises(ValueError, match="divisible"):
-        build_model({"arch": "ncsnpp"}, "flow", 2, (1, 28, 28))
+    with pytest.raises(ValueError, match="divisible"):  # 28 px: padded by default (tests/test_paper_smoke.py)
+        build_model({"arch": "ncsnpp", "pad": "none"}, "flow", 2, (1, 28, 28))
 
 
 @pytest.mark.parametrize("spec,shape", [CASES[1], CASES[3]])

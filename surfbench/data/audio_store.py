@@ -5,10 +5,11 @@
   ``train.npz`` / ``eval.npz`` with ``sources [N, 2, T]`` float32.
 * ``source: librimix`` — Libri2Mix (min, 16 kHz) read from ``datasets.libri2mix.root``:
   the training split (train-360) is streamed from disk, item by item, in
-  ``clip_seconds`` windows (``train_index.json`` lists it); the evaluation mixtures
-  (test, 3,000 in the paper) are read once into ``eval.npz``, each cut/padded to
-  ``clip_seconds`` (a choice: the paper scores whole utterances; set clip_seconds
-  long enough to cover them).
+  ``clip_seconds`` windows placed as ``train_crop`` says (``train_index.json`` lists
+  it); the evaluation mixtures (test, 3,000 in the paper) are read once into
+  ``eval.npz``: whole utterances, as the paper scores them (``eval_clip_seconds:
+  null``; stored ragged: ``sources_flat [K, ΣT]`` and ``offsets [N+1]``), or each cut
+  to its first ``eval_clip_seconds``.
 """
 from __future__ import annotations
 
@@ -50,13 +51,24 @@ def prepare_speech(cfg: dict, dcfg: dict, out_dir: Path) -> dict:
     if dcfg["n_train_mixtures"]:
         rows = rows[: dcfg["n_train_mixtures"]]
     index = {"root": str(Path(dcfg["root"]).resolve()), "split": TRAIN_SPLIT, "n": len(rows), "clip_seconds": seg,
-             "sample_rate": dcfg["sample_rate"]}
+             "sample_rate": dcfg["sample_rate"], "train_crop": dcfg["train_crop"]}
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "train_index.json").write_text(json.dumps(index, indent=1))
-    test = Libri2MixDataset(dcfg["root"], TEST_SPLIT, segment_seconds=seg)
+    test = Libri2MixDataset(dcfg["root"], TEST_SPLIT, segment_seconds=dcfg["eval_clip_seconds"])
     n = min(len(test), dcfg["n_eval_mixtures"])
-    sources = np.stack([test[i][1].numpy() for i in range(n)]).astype(np.float32)
+    if dcfg["eval_clip_seconds"] is None:
+        whole = [test.utterance(i)[1] for i in range(n)]
+        lengths = np.array([x.shape[1] for x in whole], dtype=np.int64)
+        arrays = {"sources_flat": np.concatenate(whole, axis=1).astype(np.float32),
+                  "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)}
+        shape = {"eval_seconds": {"min": float(lengths.min()) / test.sample_rate,
+                                  "mean": float(lengths.mean()) / test.sample_rate,
+                                  "max": float(lengths.max()) / test.sample_rate, "total": float(lengths.sum()) / test.sample_rate}}
+    else:
+        arrays = {"sources": np.stack([test[i][1].numpy() for i in range(n)]).astype(np.float32)}
+        shape = {"eval_seconds": {"each": float(dcfg["eval_clip_seconds"])}}
     # the streamed training set still needs a train.npz marker for the rules: its content is the index
     train_hash = save_npz_atomic(out_dir / "train.npz", librimix_index=np.frombuffer(json.dumps(index).encode(), np.uint8))
-    return {"train_hash": train_hash, "eval_hash": save_npz_atomic(out_dir / "eval.npz", sources=sources),
-            "n_train_mixtures": len(rows), "n_eval_mixtures": n, "shape": [sources.shape[-1]],
-            "info": {"source": f"Libri2Mix min 16k from {dcfg['root']}"}}
+    return {"train_hash": train_hash, "eval_hash": save_npz_atomic(out_dir / "eval.npz", **arrays),
+            "n_train_mixtures": len(rows), "n_eval_mixtures": n, "shape": [test.segment],
+            **shape, "info": {"source": f"Libri2Mix min 16k from {dcfg['root']}"}}

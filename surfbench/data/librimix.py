@@ -96,12 +96,23 @@ def read_metadata(root, split: str) -> list[dict]:
     return out
 
 
+def window(mix: np.ndarray, sources: np.ndarray, start: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Samples ``[start, start + length)`` of a mixture ``[T]`` and its sources ``[K, T]``, zero-padded at the end."""
+    mix, sources = mix[start:start + length], sources[:, start:start + length]
+    short = length - mix.shape[0]
+    if short > 0:
+        mix = np.pad(mix, (0, short))
+        sources = np.pad(sources, ((0, 0), (0, short)))
+    return mix, sources
+
+
 class Libri2MixDataset(torch.utils.data.Dataset):
     """``(mixture [T], sources [2, T])`` float32 tensors of a Libri2Mix split.
 
     ``segment_seconds``: if given, each item is a window of that length (the
     first one, deterministic; a mixture shorter than it is zero-padded), else
     the whole utterance (lengths vary; batch with size 1 or pad).
+    :meth:`utterance` gives the whole mixture, for windows placed elsewhere.
     """
 
     def __init__(self, root, split: str = TEST_SPLIT, segment_seconds: float | None = None,
@@ -115,7 +126,8 @@ class Libri2MixDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int):
+    def utterance(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The whole mixture ``[T]`` and its sources ``[2, T]`` of row ``i``, as float32 arrays."""
         row = self.rows[i]
         for key in ("mixture", "s1", "s2"):
             if not row[key].exists():
@@ -128,12 +140,10 @@ class Libri2MixDataset(torch.utils.data.Dataset):
             raise BadInputError(f"{row['mixture']}: mixture and sources of {row['mixture_ID']!r} differ in length "
                                 f"({mix.shape[0]}, {srcs[0].shape[0]}, {srcs[1].shape[0]}); the 'min' version "
                                 f"has equal lengths. Regenerate this mixture.", row["mixture"])
-        x = np.stack(srcs)
+        return mix, np.stack(srcs)
+
+    def __getitem__(self, i: int):
+        mix, x = self.utterance(i)
         if self.segment is not None:
-            t = self.segment
-            if mix.shape[0] >= t:
-                mix, x = mix[:t], x[:, :t]
-            else:
-                mix = np.pad(mix, (0, t - mix.shape[0]))
-                x = np.pad(x, ((0, 0), (0, t - x.shape[1])))
+            mix, x = window(mix, x, 0, self.segment)
         return torch.from_numpy(np.ascontiguousarray(mix)), torch.from_numpy(np.ascontiguousarray(x))

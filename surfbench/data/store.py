@@ -72,6 +72,10 @@ def prepare(cfg: dict, dataset: str, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     dcfg = cfg["datasets"][dataset]
     manifest: dict = {"dataset": dataset, "n_sources": N_SOURCES, "config": dcfg}
+    if dcfg.get("fixture"):
+        from .fixtures import ensure_fixture
+
+        ensure_fixture(dataset, dcfg)
     if dataset in IMAGE_DATASETS:
         from .images import load_image_pools
 
@@ -112,20 +116,49 @@ class SourceSet:
     _images: np.ndarray | None = None  # image pool [N, C, H, W] (train) ...
     _pairs: np.ndarray | None = None   # ... with pairs [M, K]; or eval images [M, K, C, H, W] with _pairs None
     _audio: np.ndarray | None = None   # [M, K, T]
+    _offsets: np.ndarray | None = None  # whole utterances of different lengths: _audio is [K, ΣT], item i is
+                                        # _audio[:, offsets[i]:offsets[i+1]]
 
     def __len__(self) -> int:
+        if self._offsets is not None:
+            return len(self._offsets) - 1
         if self._audio is not None:
             return len(self._audio)
         return len(self._pairs) if self._pairs is not None else len(self._images)
 
-    def get_batch(self, idx) -> torch.Tensor:
+    @property
+    def ragged(self) -> bool:
+        """Items differ in length (whole utterances): use :meth:`items`, not :meth:`all`."""
+        return self._offsets is not None
+
+    def items(self) -> list[torch.Tensor]:
+        """Every item ``[K, *d_i]``, each as long as it is."""
+        if self._offsets is None:
+            return list(self.all())
+        return [self._item(i) for i in range(len(self))]
+
+    def _item(self, i: int) -> torch.Tensor:
+        o = self._offsets
+        return torch.from_numpy(np.ascontiguousarray(self._audio[:, o[i]:o[i + 1]], dtype=np.float32))
+
+    def get_batch(self, idx, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Items ``idx`` stacked, ``[len(idx), K, *d]``; ``generator`` places random training windows where a
+        set has them (Libri2Mix, ``train_crop: random``), and is not drawn from otherwise."""
         idx = np.asarray(idx, dtype=np.int64)
+        if self._offsets is not None:
+            lengths = {int(self._offsets[i + 1] - self._offsets[i]) for i in idx}
+            if len(lengths) > 1:
+                raise ValueError(f"items {idx.tolist()} differ in length ({sorted(lengths)} samples): whole "
+                                 f"utterances are separated one by one (SourceSet.items)")
+            return torch.stack([self._item(i) for i in idx])
         if self._audio is not None:
             return torch.from_numpy(np.ascontiguousarray(self._audio[idx], dtype=np.float32))
         imgs = self._images[self._pairs[idx]] if self._pairs is not None else self._images[idx]
         return torch.from_numpy(imgs.astype(np.float32)) / (255.0 * self.n_sources)
 
     def all(self) -> torch.Tensor:
+        if self.ragged:
+            raise ValueError("SourceSet.all: the items differ in length (whole utterances); use SourceSet.items()")
         return self.get_batch(np.arange(len(self)))
 
 
@@ -146,6 +179,13 @@ def load_split(data_dir: str | Path, split: str) -> SourceSet:
     h = array_hash(arrays)
     if "librimix_index" in arrays:
         return _librimix_train(arrays["librimix_index"], h)
+    if "offsets" in arrays:
+        flat, offsets = arrays["sources_flat"], arrays["offsets"]
+        _check_finite(flat, data_dir / f"{split}.npz")
+        if offsets[0] != 0 or offsets[-1] != flat.shape[1] or (np.diff(offsets) <= 0).any():
+            raise ValueError(f"{data_dir / f'{split}.npz'}: offsets do not cut sources_flat into non-empty items; "
+                             f"the prepared data is corrupt — delete it and rerun `snakemake data`")
+        return SourceSet("audio", flat.shape[0], (None,), h, _audio=flat, _offsets=offsets)
     if "sources" in arrays:
         src = arrays["sources"]
         _check_finite(src, data_dir / f"{split}.npz")
@@ -166,15 +206,28 @@ def _check_finite(a: np.ndarray, path: Path) -> None:
 class _LibriTrainSet(SourceSet):
     """Libri2Mix training mixtures streamed from disk (too large for memory at paper scale)."""
 
-    def __init__(self, dataset, content_hash: str):
+    def __init__(self, dataset, content_hash: str, crop: str):
         super().__init__("audio", 2, (dataset.segment,), content_hash)
         self._ds = dataset
+        self._crop = crop
 
     def __len__(self) -> int:
         return len(self._ds)
 
-    def get_batch(self, idx) -> torch.Tensor:
-        return torch.stack([self._ds[int(i)][1] for i in idx]).float()
+    def get_batch(self, idx, generator: torch.Generator | None = None) -> torch.Tensor:
+        from .librimix import window
+
+        if self._crop == "first":
+            return torch.stack([self._ds[int(i)][1] for i in idx]).float()
+        if generator is None:
+            raise ValueError("Libri2Mix train_crop 'random' draws its windows from the training generator; none given")
+        out = []
+        for i in idx:
+            mix, x = self._ds.utterance(int(i))
+            room = max(0, mix.shape[0] - self._ds.segment)  # uniform start in [0, T - segment]
+            start = int(torch.randint(room + 1, (1,), generator=generator))
+            out.append(torch.from_numpy(np.ascontiguousarray(window(mix, x, start, self._ds.segment)[1])))
+        return torch.stack(out).float()
 
 
 def _librimix_train(index_bytes: np.ndarray, content_hash: str) -> SourceSet:
@@ -185,4 +238,4 @@ def _librimix_train(index_bytes: np.ndarray, content_hash: str) -> SourceSet:
                           sample_rate=index["sample_rate"])
     if index["n"] < len(ds):
         ds.rows = ds.rows[: index["n"]]
-    return _LibriTrainSet(ds, content_hash)
+    return _LibriTrainSet(ds, content_hash, index.get("train_crop", "first"))  # indexes before the key: first

@@ -239,7 +239,8 @@ def evaluate_speech(est, ref, mix, sr: int = 16000, workers: int | None = None,
                     failures: dict | None = None) -> dict[str, np.ndarray]:
     """Per-source speech metrics of a batch.
 
-    ``est``, ``ref``: ``[B, K, T]``; ``mix``: ``[B, T]``.  Estimates are first
+    ``est``, ``ref``: ``[B, K, T]``; ``mix``: ``[B, T]``; or lists of ``B`` items ``[K, T_b]`` and
+    ``[T_b]`` whose lengths differ (whole utterances; each is scored as long as it is).  Estimates are first
     aligned to the references by the best permutation of SI-SDR
     (:func:`align_to_reference`); every returned array is ``[B*K]`` float64 in
     reference order (item ``b*K + j`` = reference ``j`` of mixture ``b``).
@@ -253,25 +254,31 @@ def evaluate_speech(est, ref, mix, sr: int = 16000, workers: int | None = None,
     unknown = [n for n in names if n not in SPEECH_METRICS]
     if unknown:
         raise KeyError(f"evaluate_speech: unknown metrics {unknown}; known: {SPEECH_METRICS}")
-    e, r, m = _as_tensor(est), _as_tensor(ref), _as_tensor(mix)
-    if e.dim() != 3 or e.shape != r.shape or m.shape != (r.shape[0], r.shape[2]):
-        raise ValueError(f"evaluate_speech: expected est, ref [B, K, T] and mix [B, T]; got {tuple(e.shape)}, "
-                         f"{tuple(r.shape)}, {tuple(m.shape)}")
-    e = e.detach().cpu().float()
-    r = r.detach().cpu().float()
-    m = m.detach().cpu().float()
-    e_al, _ = align_to_reference(e, r)
-    b, k, t = r.shape
+    if isinstance(est, (list, tuple)):  # items of different lengths: each one a batch of one
+        if not len(est) == len(ref) == len(mix):
+            raise ValueError(f"evaluate_speech: {len(est)} estimates, {len(ref)} references, {len(mix)} mixtures")
+        batches = [(_as_tensor(e)[None], _as_tensor(r)[None], _as_tensor(m)[None]) for e, r, m in zip(est, ref, mix)]
+    else:
+        batches = [(_as_tensor(est), _as_tensor(ref), _as_tensor(mix))]
     out: dict[str, np.ndarray] = {}
-    if "si_sdr" in names:
-        out["si_sdr"] = si_sdr(e_al, r).reshape(-1).double().numpy()
-    if "si_sdr_i" in names:
-        out["si_sdr_i"] = si_sdr_improvement(e_al, r, m).reshape(-1).double().numpy()
+    rows: list[tuple[np.ndarray, np.ndarray]] = []  # (aligned estimate, reference) of every source, item order
+    parts: dict[str, list] = {"si_sdr": [], "si_sdr_i": []}
+    for e, r, m in batches:
+        if e.dim() != 3 or e.shape != r.shape or m.shape != (r.shape[0], r.shape[2]):
+            raise ValueError(f"evaluate_speech: expected est, ref [B, K, T] and mix [B, T]; got {tuple(e.shape)}, "
+                             f"{tuple(r.shape)}, {tuple(m.shape)}")
+        e, r, m = (v.detach().cpu().float() for v in (e, r, m))
+        e_al, _ = align_to_reference(e, r)
+        if "si_sdr" in names:
+            parts["si_sdr"].append(si_sdr(e_al, r).reshape(-1).double().numpy())
+        if "si_sdr_i" in names:
+            parts["si_sdr_i"].append(si_sdr_improvement(e_al, r, m).reshape(-1).double().numpy())
+        rows += list(zip(e_al.flatten(0, 1).numpy(), r.flatten(0, 1).numpy()))
+    out.update({n: np.concatenate(v) for n, v in parts.items() if v})
+    k = batches[0][1].shape[1]
     cpu = tuple(n for n in CPU_METRICS if n in names)
     if cpu:
-        en = e_al.reshape(b * k, t).numpy()
-        rn = r.reshape(b * k, t).numpy()
-        items = [(i, en[i], rn[i]) for i in range(b * k)]
+        items = [(i, en, rn) for i, (en, rn) in enumerate(rows)]
         n_workers = default_workers() if workers is None else int(workers)
         if n_workers < 1:
             raise ValueError(f"evaluate_speech: workers must be >= 1, got {workers}")

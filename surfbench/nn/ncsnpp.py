@@ -175,6 +175,11 @@ class NCSNpp(nn.Module):
         progressive: ``"output_skip"`` (output pyramid summed across levels) or ``"none"``.
         progressive_input: ``"input_skip"`` (downsampled input injected at every level) or ``"none"``.
         progressive_combine: ``"sum"`` or ``"cat"`` (how the input pyramid joins the features).
+        pad: ``"zero"``: an image whose size is not divisible by ``2**(levels-1)`` (MNIST's 28 with the
+            paper's 4 levels) is zero-padded evenly on each side to the next multiple (28 -> 32, the
+            size NCSN++ was designed for; MNIST's background is 0) and the output cropped back; resolutions
+            (``attn_resolutions``) count the padded size.  ``"none"``: such a size is refused.  The paper
+            does not say how its NCSN++ handles MNIST; ``zero`` is our choice.
     """
 
     def __init__(
@@ -195,6 +200,7 @@ class NCSNpp(nn.Module):
         progressive: str = "output_skip",
         progressive_input: str = "input_skip",
         progressive_combine: str = "sum",
+        pad: str = "zero",
     ):
         super().__init__()
         ch_mult = tuple(int(c) for c in ch_mult)
@@ -206,8 +212,13 @@ class NCSNpp(nn.Module):
         if progressive_combine not in ("sum", "cat"):
             raise ValueError(f"progressive_combine must be 'sum' or 'cat', got {progressive_combine!r}")
         n_levels = len(ch_mult)
-        if int(image_size) % 2 ** (n_levels - 1):
-            raise ValueError(f"NCSN++ needs image_size divisible by {2 ** (n_levels - 1)}, got {image_size}")
+        if pad not in ("zero", "none"):
+            raise ValueError(f"pad must be 'zero' or 'none', got {pad!r}")
+        self.pad = (-int(image_size)) % 2 ** (n_levels - 1) if pad == "zero" else 0
+        if (int(image_size) + self.pad) % 2 ** (n_levels - 1):
+            raise ValueError(f"NCSN++ needs image_size divisible by {2 ** (n_levels - 1)}, got {image_size} "
+                             f"(or model option pad: zero)")
+        image_size = int(image_size) + self.pad
         self.conditional = bool(conditional)
         self.progressive = progressive
         self.progressive_input = progressive_input
@@ -286,6 +297,9 @@ class NCSNpp(nn.Module):
             temb = self.embed(cond.reshape(-1).expand(h.shape[0]))
             temb = self.temb1(F.silu(self.temb0(temb)))
 
+        if self.pad:
+            a = self.pad // 2
+            h = F.pad(h, (a, self.pad - a, a, self.pad - a))
         input_pyramid = h
         hs = [self.conv_in(h)]
         for lvl in range(self.n_levels):
@@ -312,9 +326,11 @@ class NCSNpp(nn.Module):
             if i != self.n_levels - 1:
                 x = self.upsamplers[i](x, temb)
         assert not hs
-        if self.progressive == "output_skip":
-            return pyramid
-        return self.conv_out(F.silu(self.norm_out(x)))
+        out = pyramid if self.progressive == "output_skip" else self.conv_out(F.silu(self.norm_out(x)))
+        if self.pad:
+            a = self.pad // 2
+            out = out[..., a:out.shape[-2] - (self.pad - a), a:out.shape[-1] - (self.pad - a)]
+        return out
 
 
 @register_architecture("ncsnpp")
