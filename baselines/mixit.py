@@ -6,20 +6,13 @@ trained model is the frozen teacher of ReMixIT, Self-Remixing and SURF.
 
 Its M slots become the K sources of a mixture by the label-free ``mixit.teacher_reduction``
 (what the teachers use, and :meth:`MixIT.separate`); its table row is scored either the same
-way or by the oracle assignment of slots to the references (``evaluation.mixit_reduction``).
+way or by the oracle assignment of slots to the references (``evaluation.extra_slots``).
 """
 import torch
 
 from surfbench.losses import mixit_loss
-from surfbench.method import Method
-from surfbench.separation import reduce_slots, reduce_slots_oracle
-
-#: what each label-free rule does, for the table's footnote
-REDUCTION_TEXT = {
-    "top_energy": "the {k} most energetic slots kept, the remainder of the mixture spread equally over them",
-    "merge_closest": "the {k} most energetic slots kept, every other slot added to the kept slot it is most "
-                     "similar to (cosine)",
-}
+from surfbench.method import Method, slot_note
+from surfbench.separation import reduce_slots
 
 
 class MixIT(Method):
@@ -54,16 +47,7 @@ class MixIT(Method):
 
     @torch.no_grad()
     def separate_for_scoring(self, mixtures, noise, references, evaluation):
-        if evaluation.get("mixit_reduction", "label_free") == "oracle_assignment":
-            return reduce_slots_oracle(self.separate_slots(mixtures), references, tau=self.cfg["mixit"]["tau"])
-        return self.separate(mixtures, noise)
+        return self.match_slots(self.separate_slots(mixtures), mixtures, references, evaluation)
 
-    def scoring_note(self, evaluation) -> str:
-        m, k = self.cfg["mixit"]["n_slots"], self.n_sources
-        if evaluation.get("mixit_reduction", "label_free") == "oracle_assignment":
-            return (f"MixIT scored with an oracle: each of its {m} output slots assigned to one of the {k} references, "
-                    f"the assignment whose per-reference sums best match them (30 dB-capped log-MSE; Wisdom et al. "
-                    f"2020, Eq. 3) (evaluation.mixit_reduction: oracle_assignment)")
-        rule = self.teacher_reduction
-        return (f"MixIT scored without the references, its {m} output slots reduced to {k} as for the teachers: "
-                f"{REDUCTION_TEXT[rule].format(k=k)} (mixit.teacher_reduction: {rule})")
+    def scoring_note(self, evaluation, n_references=None) -> str:
+        return slot_note("MixIT", self.cfg["mixit"]["n_slots"], n_references or self.n_sources, evaluation, self.cfg)

@@ -128,7 +128,7 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
     if method.name != cls.name:
         raise EvaluationError(f"{model_path} holds a trained {method.name} model but the run config says method "
                               f"{cls.name!r}; evaluate the run's own model.pt (or retrain it)")
-    if method.n_sources != evalset.n_sources:
+    if method.n_sources < evalset.n_sources:  # more output slots are matched to the references (extra_slots)
         raise EvaluationError(
             f"{model_path}: method {method.name} separates into {method.n_sources} sources but the evaluation set "
             f"{Path(data_dir) / PROTOCOL_SPLIT[protocol]}.npz has {evalset.n_sources}-source mixtures; train it on this dataset")
@@ -196,7 +196,7 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
         "config_hash": config_hash(run_cfg), "dataset_hash": evalset.content_hash,
         "model_hash": file_sha256(Path(model_path)), "n_items": int(n * k), "n_mixtures": int(n),
         "runtime_s": round(time.time() - t0, 3), "method_info": cls.metadata(),
-        "scoring_note": method.scoring_note(eval_cfg),  # e.g. how MixIT's slots were reduced: footnoted in tables
+        "scoring_note": method.scoring_note(eval_cfg, k),  # e.g. how MixIT's slots were reduced: footnoted in tables
         "environment": environment.capture(dev), "training_environments": method.training_environments,
     }
     return write_run_results(out_dir, header=header, items=items, metrics=metrics)

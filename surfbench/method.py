@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from .flow import precondition_flow, project_perp
+from .separation import reduce_slots, reduce_slots_oracle
 from .nn import build_model
 
 #: what the trainer hands to ``training_step`` (an unsupervised method never sees clean sources)
@@ -108,14 +109,25 @@ class Method:
     def separate_for_scoring(self, mixtures: torch.Tensor, noise, references: torch.Tensor,
                              evaluation: dict) -> torch.Tensor:
         """What the evaluation scores against ``references: [B, K, *d]`` under the profile's ``evaluation``
-        settings: :meth:`separate`, unless a method's estimates are matched to the references first (MixIT
-        under ``evaluation.mixit_reduction: oracle_assignment``); :meth:`scoring_note` then says so."""
-        return self.separate(mixtures, noise)
+        settings: :meth:`separate`, its slots matched to the K references by ``evaluation.extra_slots`` when
+        it has more (``training.output_slots``; MixIT's M slots); :meth:`scoring_note` then says so."""
+        return self.match_slots(self.separate(mixtures, noise), mixtures, references, evaluation)
 
-    def scoring_note(self, evaluation: dict) -> str:
+    def match_slots(self, est: torch.Tensor, mixtures: torch.Tensor, references: torch.Tensor,
+                    evaluation: dict) -> torch.Tensor:
+        """``est: [B, K', *d]`` -> ``[B, K, *d]`` for ``K' > K`` references, by ``evaluation.extra_slots``."""
+        k = references.shape[1]
+        if est.shape[1] == k:
+            return est
+        if evaluation.get("extra_slots", "label_free") == "oracle_assignment":
+            return reduce_slots_oracle(est, references, tau=self.cfg["mixit"]["tau"])
+        return reduce_slots(est, k, mixtures, self.cfg["mixit"].get("teacher_reduction", "top_energy"))
+
+    def scoring_note(self, evaluation: dict, n_references: int | None = None) -> str:
         """How the scored estimates were made, when that is not plain :meth:`separate` ('' = nothing to say);
         recorded in ``metrics.json`` and footnoted on the method's table row."""
-        return ""
+        k = n_references or self.n_sources
+        return slot_note(self.display_name or self.name, self.n_sources, k, evaluation, self.cfg) if self.n_sources > k else ""
 
     def set_teacher(self, teacher: "Method") -> None:
         """Receive the trained frozen teacher (the method named by ``teacher``)."""
@@ -173,3 +185,22 @@ class Method:
             "teacher": cls.teacher,
             "tables": list(cls.tables) if cls.tables else None,
         }
+
+
+#: what each label-free rule (``mixit.teacher_reduction``) does, for the tables' footnote
+REDUCTION_TEXT = {
+    "top_energy": "the {k} most energetic slots kept, the remainder of the mixture spread equally over them",
+    "merge_closest": "the {k} most energetic slots kept, every other slot added to the kept slot it is most "
+                     "similar to (cosine)",
+}
+
+
+def slot_note(who: str, m: int, k: int, evaluation: dict, cfg: dict) -> str:
+    """The footnote of a row whose ``m`` output slots were scored against ``k`` references."""
+    if evaluation.get("extra_slots", "label_free") == "oracle_assignment":
+        return (f"{who} scored with an oracle: each of its {m} output slots assigned to one of the {k} references, "
+                f"the assignment whose per-reference sums best match them (30 dB-capped log-MSE; Wisdom et al. "
+                f"2020, Eq. 3) (evaluation.extra_slots: oracle_assignment)")
+    rule = cfg["mixit"].get("teacher_reduction", "top_energy")
+    return (f"{who} scored without the references, its {m} output slots reduced to {k} as for the teachers: "
+            f"{REDUCTION_TEXT[rule].format(k=k)} (mixit.teacher_reduction: {rule})")

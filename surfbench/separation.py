@@ -101,7 +101,7 @@ def reduce_slots_oracle(est: torch.Tensor, references: torch.Tensor, tau: float 
     google-research/sound-separation, ``models/train/mixit.py``, which allows fewer references than
     estimates; the loss is its ``log_mse_loss`` with the 30 dB cap, ``τ = mixit.tau``).  A reference may
     receive no slot (a zero estimate).  Estimates of mixture-consistent slots sum to the mixture.
-    Config ``evaluation.mixit_reduction: oracle_assignment``.
+    Config ``evaluation.extra_slots: oracle_assignment``.
     """
     if est.shape[0] != references.shape[0] or est.shape[2:] != references.shape[2:]:
         raise ValueError(f"reduce_slots_oracle: est {tuple(est.shape)} vs references {tuple(references.shape)}")

@@ -138,9 +138,27 @@ class BatchStream:
         self.epoch, self.pos, self._indices = st["epoch"], st["pos"], None
 
 
-def make_batch(kind: str, sources: torch.Tensor, domain: str, mixit_cfg: dict, gen: torch.Generator, device) -> dict:
-    """What the method sees.  An unsupervised method gets mixtures only, never the sources."""
+def output_slots(run_cfg: dict, n_sources: int, training_data: str = "sources") -> int:
+    """The slots K' a run's model outputs: ``training.output_slots``, or the dataset's K."""
+    k = run_cfg["training"].get("output_slots") or n_sources
+    if k != n_sources and training_data == "single_sources":
+        raise TrainingError(f"training.output_slots = {k}: {run_cfg['method']} learns a prior of single sources and "
+                            f"separates each of the dataset's {n_sources}; it has no extra slots (leave it null)")
+    if k < n_sources:
+        raise TrainingError(f"training.output_slots = {k} is fewer than the {n_sources} sources of every "
+                            f"{run_cfg['dataset']} mixture; use at least {n_sources} (or null)")
+    return int(k)
+
+
+def make_batch(kind: str, sources: torch.Tensor, domain: str, mixit_cfg: dict, gen: torch.Generator, device,
+               slots: int | None = None) -> dict:
+    """What the method sees.  An unsupervised method gets mixtures only, never the sources.  A supervised one
+    with more output ``slots`` than sources gets them padded with silent (all-zero) sources, as FUSS pads
+    its references (``training.output_slots``)."""
     if kind == "sources":
+        if slots is not None and slots > sources.shape[1]:
+            pad = sources.new_zeros(sources.shape[0], slots - sources.shape[1], *sources.shape[2:])
+            return {"sources": torch.cat([sources, pad], 1).to(device), "mixture": sources.sum(1).to(device)}
         return {"sources": sources.to(device), "mixture": sources.sum(1).to(device)}
     if kind == "mixtures":
         return {"mixture": sources.sum(1).to(device)}
@@ -215,7 +233,7 @@ def train(run_cfg: dict, data_dir: str | Path, out: str | Path, ckpt_dir: str | 
 
     # identical initial weights on every rank
     torch.manual_seed(derive_seed(run_cfg["seed"], "init"))
-    method = cls(run_cfg, trainset.shape, trainset.n_sources, dev)
+    method = cls(run_cfg, trainset.shape, output_slots(run_cfg, trainset.n_sources, cls.training_data), dev)
     if cls.teacher:
         if teacher_path is None:
             raise TrainingError(f"method {cls.name} needs the trained {cls.teacher} model as its teacher (--teacher)")
@@ -241,7 +259,7 @@ def train(run_cfg: dict, data_dir: str | Path, out: str | Path, ckpt_dir: str | 
             "run_config": run_cfg,
             "config_hash": config_hash(run_cfg),
             "data_shape": list(trainset.shape),
-            "n_sources": trainset.n_sources,
+            "n_sources": method.n_sources,  # the model's output slots (training.output_slots, or the data's K)
             "train_hash": trainset.content_hash,
             "steps": total,
             "history": history,
@@ -299,7 +317,8 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
                           generator=gen, device=dev)
         if ctx.phase_step == 0:
             method.on_phase_start(phase, ctx)
-        batch = make_batch(cls.training_data, trainset.get_batch(stream.next(), gen), trainset.domain, run_cfg["mixit"], gen, dev)
+        batch = make_batch(cls.training_data, trainset.get_batch(stream.next(), gen), trainset.domain, run_cfg["mixit"], gen,
+                           dev, slots=method.n_sources)
         lv = optimisation_step(method, batch, ctx, opt, params)
         step += 1
         history.append((step, phase.name, lv))

@@ -386,10 +386,10 @@ def test_faithfulness_choices_default_to_the_golden_behaviour_and_take_the_paper
     profile's settings valid, BASIS's per dataset; scoring choices are evaluation settings (no retraining)."""
     assert hand_cfg["training"]["supervised_flow_remix"] is False
     assert hand_cfg["mixit"]["teacher_reduction"] == "top_energy"
-    assert (hand_cfg["evaluation"]["mixit_reduction"], hand_cfg["evaluation"]["image_pairing"]) == ("label_free", "mse")
+    assert (hand_cfg["evaluation"]["extra_slots"], hand_cfg["evaluation"]["image_pairing"]) == ("label_free", "mse")
     assert (hand_cfg["basis"]["constraint_weight"], hand_cfg["basis"]["update_order"]) == (1.0, "jacobi")
     paper = validate({**HAND_MADE, "training": {**HAND_MADE["training"], "supervised_flow_remix": True},
-                      "evaluation": {"image_pairing": "psnr", "mixit_reduction": "oracle_assignment"},
+                      "evaluation": {"image_pairing": "psnr", "extra_slots": "oracle_assignment"},
                       "dataset_overrides": {"cifar10": {"basis": {"constraint_weight": 0.5,
                                                                   "update_order": "gauss_seidel"}}}})
     assert resolve_run(paper, RunId("mnist", "supervised_flow", 0))["training"]["supervised_flow_remix"] is True

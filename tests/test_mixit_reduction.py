@@ -1,5 +1,5 @@
 """MixIT's M output slots -> the K sources: the label-free rules of the teachers (``mixit.teacher_reduction``)
-and the oracle assignment that may score the MixIT row (``evaluation.mixit_reduction``), on a 3-slot example
+and the oracle assignment that may score the MixIT row (``evaluation.extra_slots``), on a 3-slot example
 worked out by hand, then through the method, the evaluation and the table footnote."""
 import json
 from pathlib import Path
@@ -59,14 +59,14 @@ def _mixit(**mixit):
 
 def test_the_method_reduces_by_the_configured_rules():
     method, cfg = _mixit()
-    assert cfg["mixit"]["teacher_reduction"] == "top_energy" and cfg["evaluation"]["mixit_reduction"] == "label_free"
+    assert cfg["mixit"]["teacher_reduction"] == "top_energy" and cfg["evaluation"]["extra_slots"] == "label_free"
     label_free = reduce_slots(SLOTS, 2, MIX, "top_energy")
     torch.testing.assert_close(method.separate(MIX, None), label_free)
     torch.testing.assert_close(method.separate_for_scoring(MIX, None, REFS, cfg["evaluation"]), label_free)
     assert "top_energy" in method.scoring_note(cfg["evaluation"])
-    oracle = {**cfg["evaluation"], "mixit_reduction": "oracle_assignment"}
+    oracle = {**cfg["evaluation"], "extra_slots": "oracle_assignment"}
     torch.testing.assert_close(method.separate_for_scoring(MIX, None, REFS, oracle), REFS)
-    assert "oracle" in method.scoring_note(oracle) and "mixit_reduction: oracle_assignment" in method.scoring_note(oracle)
+    assert "oracle" in method.scoring_note(oracle) and "extra_slots: oracle_assignment" in method.scoring_note(oracle)
     merging, _ = _mixit(teacher_reduction="merge_closest")
     torch.testing.assert_close(merging.separate(MIX, None), torch.tensor([[[5.0, 0.5], [0.0, 3.0]]]))
     assert "merge_closest" in merging.scoring_note(cfg["evaluation"])
@@ -85,7 +85,7 @@ def test_the_remixing_teachers_use_the_configured_rule():
 
 
 def test_the_mixit_row_is_scored_as_configured_and_footnoted(tmp_path):
-    """An (untrained) MixIT model evaluated under each evaluation.mixit_reduction: the note is recorded in
+    """An (untrained) MixIT model evaluated under each evaluation.extra_slots: the note is recorded in
     metrics.json, the oracle scores far better than the label-free rule here, and the table marks the row."""
     from test_determinism import prepare_tiny_mnist, tiny_cfg
 
@@ -103,7 +103,7 @@ def test_the_mixit_row_is_scored_as_configured_and_footnoted(tmp_path):
                 tmp_path / "model.pt")
     psnr, notes = {}, {}
     for rule in ("label_free", "oracle_assignment"):
-        ecfg = {**cfg["evaluation"], "mixit_reduction": rule}
+        ecfg = {**cfg["evaluation"], "extra_slots": rule}
         out = tmp_path / rule / "results" / "trusttest" / "mnist" / "mixit" / "seed0"
         EV.evaluate(rc, ecfg, tmp_path / "model.pt", data, "table1", out, device="cpu", progress=False)
         blob = json.loads((out / "metrics.json").read_text())
