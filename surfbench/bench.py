@@ -48,7 +48,7 @@ import torch
 from .config import DOMAIN_OF_DATASET, RunId, load_config, resolve_run
 from .method import Method, Phase, StepContext
 from .registry import registry
-from .train import adam, make_batch, optimisation_step, pick_device
+from .train import adam, make_batch, optimisation_step, output_slots, pick_device
 
 #: the issue's expectation for a SURF step relative to a FLOSS step (information only)
 SURF_RATIO_LIMIT = 2.4
@@ -101,7 +101,8 @@ class StepCase:
         """One iteration exactly as ``surfbench.train`` runs it (minus logging and checkpoints)."""
         m = self.method
         ctx = self.context()
-        batch = make_batch(type(m).training_data, self.sources, self.domain, self.mixit_cfg, self.generator, m.device)
+        batch = make_batch(type(m).training_data, self.sources, self.domain, self.mixit_cfg, self.generator, m.device,
+                           slots=m.n_sources)
         self.last_loss = optimisation_step(m, batch, ctx, self.opt, self.params)
         self.step_no += 1
 
@@ -262,12 +263,13 @@ def build_cases(cfg: dict, dataset: str, device: torch.device, wanted: list[str]
     B = int(resolve_run(cfg, RunId(dataset, REFERENCE, seed))["training"]["batch_size"])
     sources = random_sources(domain, 2 * B, k, shape, gen)   # the same batch for every case
     torch.manual_seed(seed)
-    teacher = reg.get("mixit")(mixit_run, shape, k, device)   # randomly initialised frozen MixIT teacher
+    teacher = reg.get("mixit")(mixit_run, shape, output_slots(mixit_run, k), device)   # randomly initialised, frozen
     for mod in teacher.modules_to_save().values():
         mod.requires_grad_(False)
         mod._surfbench_frozen_teacher = True
     teacher.eval_modules()
-    info = {"dataset": dataset, "domain": domain, "data_shape": list(shape), "n_sources": k, "batch_size": B,
+    info = {"dataset": dataset, "domain": domain, "data_shape": list(shape), "n_sources": k,
+            "output_slots": output_slots(mixit_run, k), "batch_size": B,
             "models": mixit_run["models"], "euler_steps": mixit_run["sampler"]["euler_steps"], "params": {}}
     out: list[StepCase] = []
     for label, name, phase in cases_spec:
@@ -276,7 +278,7 @@ def build_cases(cfg: dict, dataset: str, device: torch.device, wanted: list[str]
             run_cfg["training"]["batch_size"] = B   # same batch for all (a method override may differ)
         cls = reg.get(name)
         torch.manual_seed(seed)
-        method = cls(run_cfg, shape, k, device)
+        method = cls(run_cfg, shape, output_slots(run_cfg, k, cls.training_data), device)  # the profile's slots
         if cls.teacher:
             method.set_teacher(teacher)
         src = sources if cls.training_data == "mixtures_of_mixtures" else sources[:B]
