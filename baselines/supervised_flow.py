@@ -8,7 +8,7 @@ import torch
 from surfbench.flow import consistent_velocity, floss_align, flow_matching_residual
 from surfbench.losses import rm_fm_loss
 from surfbench.method import Method
-from surfbench.remix import draw_remix_permutation, remix, sum_sources
+from surfbench.remix import draw_global_remix, remix, sum_sources
 from surfbench.separation import draw_times, flow_separate, start_noise
 
 
@@ -27,7 +27,7 @@ class SupervisedFlow(Method):
         tc = self.training_cfg
         X1, M = batch["sources"], batch["mixture"]               # 4: ground truth in place of X̄
         if tc["supervised_flow_remix"]:
-            Pi = draw_remix_permutation(M.shape[0], self.n_sources, ctx.generator, M.device)  # 5: Π ~ U(S_BK)
+            Pi = draw_global_remix(M.shape[0], self.n_sources, ctx.generator, M.device)  # 5: Π ~ U(S_BK), all processes
             X1 = remix(X1, Pi)                                   # 5: X̃1 = Π X
             M = sum_sources(X1)                                  # 6: M̃ = (I_B ⊗ 1ᵀ) X̃1
         v = consistent_velocity(self.student)                   # P⊥ projection layer
