@@ -10,6 +10,8 @@
      "method_info": {display_name, supervised, generative, citation},
      "scoring_note": str,                   # how the scored estimates were made, if not plain separation
                                             # (MixIT's slot reduction; absent before it existed: "")
+     "evaluation": {...},                   # the profile's evaluation settings it ran with (image_pairing,
+                                            # extra_slots, batch_size, ...; absent before they were recorded)
      "environment": {...},                  # the evaluation's (surfbench.environment.capture)
      "training_environments": [{...}, ...]} # the training's, one per environment it ran in (null: unknown)
 

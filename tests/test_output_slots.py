@@ -87,3 +87,4 @@ def test_more_slots_than_sources_train_and_evaluate_end_to_end(method, tiny_mnis
     blob = json.loads((out / "metrics.json").read_text())
     assert blob["n_items"] == 2 * blob["n_mixtures"]  # scored against the 2 references, not 3 slots
     assert "3 output slots" in blob["scoring_note"] and blob["metrics"]["psnr"]["available"]
+    assert blob["evaluation"]["extra_slots"] == "oracle_assignment"  # the settings it ran with, recorded
