@@ -53,18 +53,23 @@ class FlowNet(nn.Module):
         self.n_sources = int(n_sources)
         self.channels = int(channels)
 
-    def forward(self, x_t: torch.Tensor, t, m: torch.Tensor) -> torch.Tensor:
+    def _check(self, x_t: torch.Tensor, m: torch.Tensor) -> None:
         B, K, C = x_t.shape[:3]
         if K != self.n_sources or C != self.channels:
-            raise ValueError(f"FlowNet expects x_t [B,{self.n_sources},{self.channels},H,W], got {tuple(x_t.shape)}")
+            raise ValueError(f"{type(self).__name__} expects x_t [B,{self.n_sources},{self.channels},H,W], "
+                             f"got {tuple(x_t.shape)}")
         if m.shape != (B, C) + tuple(x_t.shape[3:]):
             raise ValueError(f"mixture shape {tuple(m.shape)} does not match x_t {tuple(x_t.shape)}")
+
+    def forward(self, x_t: torch.Tensor, t, m: torch.Tensor) -> torch.Tensor:
+        self._check(x_t, m)
+        B = x_t.shape[0]
         h = torch.cat([x_t.flatten(1, 2), m], dim=1)
         out = self.backbone(h, _batch_vector(t, B, x_t))
         return out.view(x_t.shape)
 
 
-class SharedSlotFlowNet(nn.Module):
+class SharedSlotFlowNet(FlowNet):
     """Permutation-equivariant flow model: one backbone shared by the K slots (``slot_sharing: shared``).
 
     Slot ``k`` is one item of a ``B*K`` batch with input channels ``[x_k, m, Σ_{j≠k} x_j]`` (``3C``) and
@@ -75,21 +80,9 @@ class SharedSlotFlowNet(nn.Module):
     against one for the channel-stacked :class:`FlowNet`; the parameter count is about the same.
     """
 
-    role = "flow"
-
-    def __init__(self, backbone: nn.Module, n_sources: int, channels: int):
-        super().__init__()
-        self.backbone = backbone
-        self.n_sources = int(n_sources)
-        self.channels = int(channels)
-
     def forward(self, x_t: torch.Tensor, t, m: torch.Tensor) -> torch.Tensor:
-        B, K, C = x_t.shape[:3]
-        if K != self.n_sources or C != self.channels:
-            raise ValueError(f"SharedSlotFlowNet expects x_t [B,{self.n_sources},{self.channels},H,W], "
-                             f"got {tuple(x_t.shape)}")
-        if m.shape != (B, C) + tuple(x_t.shape[3:]):
-            raise ValueError(f"mixture shape {tuple(m.shape)} does not match x_t {tuple(x_t.shape)}")
+        self._check(x_t, m)
+        B, K = x_t.shape[:2]
         others = x_t.sum(1, keepdim=True) - x_t
         h = torch.cat([x_t, m.unsqueeze(1).expand_as(x_t), others], dim=2)  # [B, K, 3C, H, W]
         cond = _batch_vector(t, B, x_t).repeat_interleave(K)
