@@ -196,8 +196,8 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
         "config_hash": config_hash(run_cfg), "dataset_hash": evalset.content_hash,
         "model_hash": file_sha256(Path(model_path)), "n_items": int(n * k), "n_mixtures": int(n),
         "runtime_s": round(time.time() - t0, 3), "method_info": cls.metadata(),
-        "scoring_note": method.scoring_note(eval_cfg, k),
-        "evaluation": eval_cfg,  # the resolved evaluation settings, beside the run's config.yaml  # e.g. how MixIT's slots were reduced: footnoted in tables
+        "scoring_note": method.scoring_note(eval_cfg, k),  # e.g. how MixIT's slots were reduced: footnoted in tables
+        "evaluation": eval_cfg,  # the resolved evaluation settings, beside the run's config.yaml
         "environment": environment.capture(dev), "training_environments": method.training_environments,
     }
     return write_run_results(out_dir, header=header, items=items, metrics=metrics)

@@ -277,3 +277,14 @@ def test_a_fixture_never_overwrites_a_real_dataset_root(tmp_path):
     assert (real / "cifar-10-batches-py" / "data_batch_1").read_bytes() == b"the real thing"
     ensure_fixture("cifar10", {"root": str(tmp_path / "empty"), "fixture": {"n_train": 5, "n_test": 2}})
     ensure_fixture("cifar10", {"root": str(tmp_path / "empty"), "fixture": {"n_train": 5, "n_test": 2}})  # again: ok
+
+
+def test_a_ragged_evaluation_file_with_broken_offsets_is_refused_by_name(tmp_path):
+    from surfbench.data.store import load_split, save_npz_atomic
+
+    flat = np.zeros((2, 10), np.float32)
+    save_npz_atomic(tmp_path / "eval.npz", sources_flat=flat, offsets=np.array([0, 6, 6, 10]))  # an empty item
+    with pytest.raises(ValueError, match=r"eval\.npz: offsets"):
+        load_split(tmp_path, "eval")
+    save_npz_atomic(tmp_path / "eval.npz", sources_flat=flat, offsets=np.array([0, 4, 10]))
+    assert [x.shape[1] for x in load_split(tmp_path, "eval").items()] == [4, 6]

@@ -61,14 +61,14 @@ def prepare_speech(cfg: dict, dcfg: dict, out_dir: Path) -> dict:
         lengths = np.array([x.shape[1] for x in whole], dtype=np.int64)
         arrays = {"sources_flat": np.concatenate(whole, axis=1).astype(np.float32),
                   "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)}
-        shape = {"eval_seconds": {"min": float(lengths.min()) / test.sample_rate,
+        seconds = {"eval_seconds": {"min": float(lengths.min()) / test.sample_rate,
                                   "mean": float(lengths.mean()) / test.sample_rate,
                                   "max": float(lengths.max()) / test.sample_rate, "total": float(lengths.sum()) / test.sample_rate}}
     else:
         arrays = {"sources": np.stack([test[i][1].numpy() for i in range(n)]).astype(np.float32)}
-        shape = {"eval_seconds": {"each": float(dcfg["eval_clip_seconds"])}}
+        seconds = {"eval_seconds": {"each": float(dcfg["eval_clip_seconds"])}}
     # the streamed training set still needs a train.npz marker for the rules: its content is the index
     train_hash = save_npz_atomic(out_dir / "train.npz", librimix_index=np.frombuffer(json.dumps(index).encode(), np.uint8))
     return {"train_hash": train_hash, "eval_hash": save_npz_atomic(out_dir / "eval.npz", **arrays),
             "n_train_mixtures": len(rows), "n_eval_mixtures": n, "shape": [test.segment],
-            **shape, "info": {"source": f"Libri2Mix min 16k from {dcfg['root']}"}}
+            **seconds, "info": {"source": f"Libri2Mix min 16k from {dcfg['root']}"}}
