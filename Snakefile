@@ -3,7 +3,7 @@
 #   snakemake --cores 8 tables                                  # tiny profile (default, offline, CPU)
 #   snakemake --cores 8 tables --configfile config/paper.yaml   # the paper's settings (GPUs)
 #   snakemake --cores 2 tables --configfile config/paper-smoke.yaml   # the paper's models, a few steps (CPU)
-#   snakemake --profile profiles/slurm tables --configfile config/paper.yaml   # on a SLURM cluster
+#   snakemake --workflow-profile profiles/slurm tables --configfile config/paper.yaml   # on a SLURM cluster
 #
 # The config is validated against surfbench/schemas/config.schema.yaml before any job
 # runs; the jobs come from surfbench.plan.  Targets: data, train, evaluate, tables, all.

@@ -14,6 +14,7 @@ Debian packages and starts daemons: ``make test-slurm`` (``SURFBENCH_SLURM=1``);
 ``SURFBENCH_SLURM_KEEP=DIR`` runs in DIR and keeps it (snakemake.log has every sbatch call).
 """
 import json
+import math
 import os
 import re
 import subprocess
@@ -39,7 +40,7 @@ def _script(*args, timeout=300):
 def slurm_env():
     if not os.environ.get("SURFBENCH_SLURM"):
         pytest.skip("opt-in (make test-slurm, or SURFBENCH_SLURM=1): starts a SLURM cluster as root on this machine "
-                    "and runs the ci profile through it (~15 min on 2 cores)")
+                    "and runs the ci profile through it (~20 min on 2 cores)")
     if os.name != "posix" or os.geteuid() != 0:
         pytest.skip("the local SLURM cluster needs root (apt-get, slurmctld/slurmd as root)")
     if not all(map(lambda c: subprocess.run(["sh", "-c", f"command -v {c}"], capture_output=True).returncode == 0,
@@ -105,10 +106,87 @@ def check_slurm_run(workdir: Path, log: str) -> dict:
     goldens = G.load_goldens(ROOT / "tests" / "golden" / "ci")
     fails = G.check(results, goldens, registry().names())
     assert not fails, "golden regression through SLURM failed:\n" + "\n".join(fails)
-    # same machine, same kernels (cpu_kernels: avx2): the very numbers of the local run
-    differ = [f"{k}/{n}: {r['metrics'][n]!r} != {m['value']!r}" for k, g in goldens.items() for n, m in g["metrics"].items()
-              if (r := results.get(k)) is not None and m["value"] is not None and r["metrics"].get(n) != m["value"]]
-    (workdir / "bit_identical.json").write_text(json.dumps({"differ": differ, "n_values": sum(
-        m["value"] is not None for g in goldens.values() for m in g["metrics"].values())}, indent=1))
-    assert not differ, "metrics through SLURM differ from the golden values:\n" + "\n".join(differ)
+    # same machine, same kernels (cpu_kernels: avx2): the very numbers of the local run, but for the last
+    # bits of ESTOI, which move between two local runs too (commit 253b723: "values unchanged but ESTOI's
+    # last bit"; seen here: 1-2 ulp): ESTOI within 4 ulp, every other metric exactly equal
+    pairs = [(f"{k}/{n}", r["metrics"].get(n), m["value"]) for k, g in goldens.items() for n, m in g["metrics"].items()
+             if (r := results.get(k)) is not None and m["value"] is not None]
+    differ = [f"{name}: {a!r} != {b!r}" for name, a, b in pairs if a != b]
+    far = [f"{name}: {a!r} != {b!r}" for name, a, b in pairs
+           if a != b and not (name.endswith("/estoi") and isinstance(a, float) and abs(a - b) <= 4 * math.ulp(b))]
+    (workdir / "bit_identical.json").write_text(json.dumps({"n_values": len(pairs), "differ": differ}, indent=1))
+    print(f"{len(pairs) - len(differ)} of {len(pairs)} golden values bit-identical; differing: {differ}")
+    assert not far, "metrics through SLURM differ from the golden values (ESTOI: by more than 4 ulp):\n" + "\n".join(far)
     return {"sbatch_calls": len(calls), "train": train[0], "evaluate": evals[0]}
+
+
+# ----------------------------------------------------------------------------- scancel, retry, resume (slow)
+LONG_MIXIT = "method_overrides: {mixit: {steps: 1500}}\ntraining: {checkpoint_every: 100, log_every: 50}\n"
+TARGET = "results/ci/mnist/mixit/seed0/model.pt"
+
+
+def _weights(path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)["modules"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_scancelled_training_job_is_resubmitted_and_resumes(slurm_env, tmp_path):
+    """A training job killed by ``scancel`` mid-run is resubmitted by profiles/slurm's ``retries: 1``,
+    resumes from its last checkpoint and ends with the weights of an uninterrupted (local) run."""
+    import torch
+
+    extra = tmp_path / "long_mixit.yaml"
+    extra.write_text(LONG_MIXIT)
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    cfgs = ["--configfile", str(ROOT / "config" / "ci.yaml"), str(extra)]
+
+    # reference: the same job, uninterrupted, without SLURM (and without the plugin on the path)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    local_env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    subprocess.run(["timeout", "-k", "30", "900", snakemake, "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                    str(ref), "--cores", "1", TARGET, *cfgs], cwd=ref, env=local_env, check=True, capture_output=True)
+
+    work = tmp_path / "slurm"
+    work.mkdir()
+    cmd = ["timeout", "-k", "30", "900", snakemake, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
+           "--profile", str(ROOT / "profiles" / "slurm"), "--workflow-profile", str(ROOT / "profiles" / "slurm-local"),
+           TARGET, *cfgs, "--verbose"]
+    logf = open(work / "snakemake.log", "w")
+    proc = subprocess.Popen(cmd, cwd=work, env=slurm_env, stdout=logf, stderr=subprocess.STDOUT)
+    comment = "rule_train_model_wildcards_mnist_mixit_0"
+    killed = None
+    deadline = time.time() + 600
+    while killed is None and time.time() < deadline and proc.poll() is None:
+        for last in work.glob("work/ci/ckpt/mnist/mixit/seed0/*/last.pt"):
+            try:
+                step = torch.load(last, weights_only=False)["step"]
+            except Exception:
+                continue  # being replaced right now
+            if step >= 300:
+                q = subprocess.run(["squeue", "-h", "-o", "%i %k"], env=slurm_env, capture_output=True, text=True)
+                ids = [ln.split()[0] for ln in q.stdout.splitlines() if ln.split()[1:] == [comment]]
+                if ids:
+                    subprocess.run(["scancel", ids[0]], env=slurm_env, check=True)
+                    killed = (ids[0], step)
+                    break
+        time.sleep(0.5)
+    assert killed, "the training job was not seen running with a checkpoint at step >= 300"
+    rc = proc.wait(timeout=900)
+    logf.close()
+    log = (work / "snakemake.log").read_text()
+    assert rc == 0, f"the workflow did not recover from scancel (log: {work / 'snakemake.log'}):\n{log[-3000:]}"
+    calls = [ln for ln in log.splitlines() if ln.startswith("sbatch call: ") and comment in ln]
+    assert len(calls) == 2, f"expected the training job submitted twice, got {len(calls)}"
+    train_log = (work / "logs/ci/train/mnist/mixit/seed0.log").read_text()
+    assert "resuming" in train_log, train_log[-2000:]
+    print(f"scancel of job {killed[0]} (checkpoint at step {killed[1]}); "
+          f"{re.search(r'resuming .*', train_log).group(0)}")
+    a, b = _weights(ref / TARGET), _weights(work / TARGET)
+    assert a.keys() == b.keys()
+    for k in a:
+        for name in a[k]:
+            assert torch.equal(a[k][name], b[k][name]), (k, name)
