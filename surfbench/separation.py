@@ -99,8 +99,10 @@ def reduce_slots_oracle(est: torch.Tensor, references: torch.Tensor, tau: float 
     assignment minimises ``Σ_k 10 log10(||r_k − Σ_{slots→k} x̂||² + τ ||r_k||² + eps)`` over all ``K^M``
     (Wisdom et al. 2020, Eq. 3, with the references as the targets: ``mixit.apply`` of
     google-research/sound-separation, ``models/train/mixit.py``, which allows fewer references than
-    estimates; the loss is its ``log_mse_loss`` with the 30 dB cap, ``τ = mixit.tau``).  A reference may
-    receive no slot (a zero estimate).  Estimates of mixture-consistent slots sum to the mixture.
+    estimates; the loss is its ``log_mse_loss`` with the 30 dB cap, ``τ = mixit.tau``).  For scoring, every
+    reference with any energy receives at least one slot when there are enough slots (our choice: an empty
+    estimate of a speaker would score 0 dB SI-SDR, more than a poor separation; the smoke run of the paper
+    profile showed barely trained 4-slot models scored that way); a silent reference may receive none.  Estimates of mixture-consistent slots sum to the mixture.
     Config ``evaluation.extra_slots: oracle_assignment``.
     """
     if est.shape[0] != references.shape[0] or est.shape[2:] != references.shape[2:]:
@@ -117,5 +119,10 @@ def reduce_slots_oracle(est: torch.Tensor, references: torch.Tensor, tau: float 
         energy = r64.pow(2).sum(-1)  # [B, K]
         err = (energy.unsqueeze(1) - 2 * torch.einsum("pkm,bkm->bpk", w, cross)
                + torch.einsum("pkm,bmn,pkn->bpk", w, gram, w)).clamp_min(0)  # [B, P, K]
-        best = (10 * torch.log10(err + tau * energy.unsqueeze(1) + eps)).sum(-1).argmin(dim=1)  # [B]
+        score = (10 * torch.log10(err + tau * energy.unsqueeze(1) + eps)).sum(-1)  # [B, P]
+        # a reference with energy gets at least one slot where the slots suffice: an empty estimate scores
+        # 0 dB SI-SDR, more than a poor one, so a method would gain from separating less
+        starved = ((w.sum(-1) == 0).unsqueeze(0) & (energy > 0).unsqueeze(1)).any(-1)  # [B, P]
+        score = torch.where(starved & (~starved).any(1, keepdim=True), torch.inf, score)
+        best = score.argmin(dim=1)  # [B]
     return (w[best].to(e.dtype) @ e).view(b, k, *est.shape[2:])

@@ -114,3 +114,13 @@ def test_the_mixit_row_is_scored_as_configured_and_footnoted(tmp_path):
         assert r"MixIT\textsuperscript{a}" in tex
     assert "top_energy" in notes["label_free"] and "oracle" in notes["oracle_assignment"]
     assert psnr["oracle_assignment"] > psnr["label_free"] + 1  # 12.0 vs 7.3 dB for this untrained model
+
+
+def test_oracle_gives_every_audible_reference_a_slot():
+    """Three equal slots m/3 with r1 = (4, 0), r2 = (0, 1): left free, the best assignment gives r2 nothing
+    (errors ||r2||² = 1 and ||r1 - m||² = 1, about 0 dB each, against 20/9 each with one slot to r2); an empty
+    estimate would score 0 dB SI-SDR, so the scoring oracle must give r2 a slot: (2m/3 | m/3)."""
+    refs = torch.tensor([[[4.0, 0.0], [0.0, 1.0]]])
+    m = refs.sum(1)
+    slots = (m / 3).unsqueeze(1).expand(1, 3, 2)
+    torch.testing.assert_close(reduce_slots_oracle(slots, refs), torch.stack([2 * m / 3, m / 3], 1))

@@ -219,7 +219,7 @@ def test_separation_batches_never_mix_lengths():
 
 # ----------------------------------------------------------------------------- the CI subset (slow)
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(2400)
 def test_paper_smoke_ci_subset_runs_to_the_tables(tmp_path):
     """config/paper-smoke-ci.yaml: every model class (NCSN++ flow / regression / MixIT / score, MB-TFLocoformer flow /
     regression, Conv-TasNet) and every protocol (Tables 1, 2, 4 and a Table 9 variant) once, on the fixtures."""
@@ -240,9 +240,10 @@ def test_paper_smoke_ci_subset_runs_to_the_tables(tmp_path):
     expected = {f"{j.run.dataset}/{j.run.method_dir}/seed{j.run.seed}" + ("/table2" if j.protocol == "table2" else "")
                 for j in plan.eval_jobs(cfg)}
     assert done == expected
-    libri = json.loads((res / "libri2mix" / "supervised_flow" / "seed0" / "metrics.json").read_text())
+    libri = json.loads((res / "libri2mix" / "surf_self_remixing" / "seed0" / "metrics.json").read_text())
     assert libri["n_mixtures"] == cfg["datasets"]["libri2mix"]["n_eval_mixtures"]
     assert libri["metrics"]["si_sdr"]["available"] and libri["metrics"]["si_sdr"]["n"] == 2 * libri["n_mixtures"]
+    assert "4 output slots" in libri["scoring_note"]  # the paper's 4-slot audio model, scored against 2 references
     for t in cfg["tables"]:
         assert (tmp_path / "report" / "paper-smoke-ci" / f"table{t}.tex").is_file()
 
@@ -288,3 +289,11 @@ def test_a_ragged_evaluation_file_with_broken_offsets_is_refused_by_name(tmp_pat
         load_split(tmp_path, "eval")
     save_npz_atomic(tmp_path / "eval.npz", sources_flat=flat, offsets=np.array([0, 4, 10]))
     assert [x.shape[1] for x in load_split(tmp_path, "eval").items()] == [4, 6]
+
+
+def test_tables_of_a_fixture_run_say_their_data_is_a_stand_in():
+    from surfbench.report.build import profile_notes
+
+    smoke = " ".join(profile_notes(load_config(ROOT / "config" / "paper-smoke.yaml")))
+    paper = " ".join(profile_notes(load_config(ROOT / "config" / "paper.yaml")))
+    assert smoke.count("a stand-in written in the dataset's own on-disk format") == 3 and "stand-in" not in paper
