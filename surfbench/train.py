@@ -156,10 +156,8 @@ def make_batch(kind: str, sources: torch.Tensor, domain: str, mixit_cfg: dict, g
     with more output ``slots`` than sources gets them padded with silent (all-zero) sources, as FUSS pads
     its references (``training.output_slots``)."""
     if kind == "sources":
-        if slots is not None and slots > sources.shape[1]:
-            pad = sources.new_zeros(sources.shape[0], slots - sources.shape[1], *sources.shape[2:])
-            return {"sources": torch.cat([sources, pad], 1).to(device), "mixture": sources.sum(1).to(device)}
-        return {"sources": sources.to(device), "mixture": sources.sum(1).to(device)}
+        silent = sources.new_zeros(sources.shape[0], max(0, (slots or 0) - sources.shape[1]), *sources.shape[2:])
+        return {"sources": torch.cat([sources, silent], 1).to(device), "mixture": sources.sum(1).to(device)}
     if kind == "mixtures":
         return {"mixture": sources.sum(1).to(device)}
     if kind == "single_sources":
