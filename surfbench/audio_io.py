@@ -8,8 +8,8 @@ silently resamples, downmixes or passes on NaN.  I/O goes through ``soundfile``
 shared/ENVIRONMENT.md); resampling, only when asked for, goes through
 ``torchaudio.functional.resample``.
 
-:func:`write_audio` writes atomically (a temporary file in the same folder,
-then ``os.replace``) so that a killed process never leaves a half-written WAV
+:func:`write_audio` writes atomically (:mod:`surfbench.atomic`: a temporary file in
+the same folder, then ``os.replace``) so that a killed process never leaves a half-written WAV
 under the final name.  Its default subtype is 32-bit float (``'FLOAT'``): the
 float32 samples surfbench computes round-trip bit-exactly, with no
 quantisation and no clipping; 16-bit PCM (``'PCM_16'``) is available for
@@ -19,31 +19,18 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 import soundfile as sf
 
+from .atomic import atomic_path
+
 PathLike = Union[str, os.PathLike]
 
 #: Subtypes :func:`write_audio` accepts.  FLOAT is lossless for float32 data.
 WRITE_SUBTYPES = ("FLOAT", "PCM_16")
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where possible (os.umask is a set-and-restore race)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 class BadInputError(ValueError):
@@ -184,17 +171,6 @@ def write_audio(path: PathLike, x, sr: int, subtype: str = "FLOAT") -> Path:
         raise ValueError(f"write_audio({path}): peak {np.abs(a).max():.3f} exceeds 1.0, which 16-bit PCM would "
                          f"clip; scale the signal or use subtype='FLOAT'")
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
-    os.close(fd)
-    try:
+    with atomic_path(p) as tmp:
         sf.write(tmp, frames, int(sr), subtype=subtype, format="WAV")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return p

@@ -33,7 +33,6 @@ to the SURF ratios, as information (it is not an assertion: the exit status is 0
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -45,6 +44,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .atomic import write_json
 from .config import DOMAIN_OF_DATASET, RunId, load_config, resolve_run
 from .method import Method, Phase, StepContext
 from .registry import registry
@@ -310,16 +310,6 @@ def machine_description(device: torch.device) -> dict:
     return d
 
 
-def write_json_atomic(path: str | Path, blob: dict) -> Path:
-    """Write a benchmark's numbers (temp file + rename: never a half-written file)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(blob, indent=2, default=str) + "\n")
-    os.replace(tmp, p)
-    return p
-
-
 # ----------------------------------------------------------------------------- CLI
 def cmd_step(argv) -> int:
     ap = argparse.ArgumentParser(prog="surfbench bench step",
@@ -375,7 +365,7 @@ def cmd_step(argv) -> int:
         blob = {"format": "surfbench-bench-step/1", "command": "surfbench bench step " + " ".join(argv),
                 "args": vars(a), "machine": machine, "setup": info, "reference": REFERENCE,
                 "surf_ratio_limit": SURF_RATIO_LIMIT, "cases": summary, "cpu_time_cases": cpu_summary}
-        print(f"wrote {write_json_atomic(a.json, blob)}")
+        print(f"wrote {write_json(a.json, blob, indent=2, default=str)}")
     return 0
 
 
@@ -500,7 +490,7 @@ def cmd_metrics(argv) -> int:
     if a.json:
         blob = {"format": "surfbench-bench-metrics/1", "command": "surfbench bench metrics " + " ".join(argv),
                 "args": vars(a), "machine": machine, "unit": unit, "rows": rows}
-        print(f"wrote {write_json_atomic(a.json, blob)}")
+        print(f"wrote {write_json(a.json, blob, indent=2, default=str)}")
     return 0
 
 

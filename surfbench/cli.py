@@ -15,21 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
-from pathlib import Path
 
-import yaml
-
-
-def write_yaml_atomic(path: str | Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".yaml.tmp")
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(obj, f, sort_keys=True)
-    os.replace(tmp, path)
+from .atomic import write_yaml as write_yaml_atomic  # noqa: F401  (workflow/rules/train.smk imports this name)
 
 
 def _load_cfg(args) -> dict:

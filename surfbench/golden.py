@@ -31,6 +31,7 @@ import json
 import math
 from pathlib import Path
 
+from .atomic import write_json
 from .environment import differences, fingerprint
 from .results import load_metrics
 
@@ -226,12 +227,7 @@ def update(results: dict, golden_dir: str | Path, previous: dict | None = None) 
         blob = {"format": GOLDEN_FORMAT, "dataset": entry["dataset"], "method": entry["method"],
                 "variant": entry["variant"], "protocol": entry["protocol"], "metrics": metrics,
                 "provenance": entry["provenance"]}
-        path = golden_dir / f"{key}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(blob, indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_json(golden_dir / f"{key}.json", blob, indent=2, sort_keys=True))
     for key in sorted(set(previous) - set(results)):
         p = Path(previous[key].get("_path", golden_dir / f"{key}.json"))
         if p.exists():

@@ -24,15 +24,14 @@ complete ``items.csv``: an evaluation killed midway leaves no file that looks co
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import __version__
+from .atomic import write_text as _atomic_write_text  # the name tests/test_results_store.py spies on
 
 SCHEMA_VERSION = 2
 
@@ -64,14 +63,6 @@ def summarize(values, higher_is_better: bool, n_boot: int = 1000, seed: int = 0)
         lo = hi = mean
     return {"mean": mean, "sem": sem, "ci95": [float(lo), float(hi)], "n": int(v.size),
             "higher_is_better": bool(higher_is_better), "kind": "item", "available": True, "reason": "", "spread": None}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def write_run_results(out_dir: str | Path, *, header: dict, items: pd.DataFrame, metrics: dict) -> Path:

@@ -34,15 +34,13 @@ sample rate, NaN samples, two inputs with the same stem) raises ``ValueError`` /
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .atomic import atomic_path, write_json
 from .seeding import ItemNoise, derive_seed
 from .weights import file_sha256
 
@@ -127,14 +125,8 @@ def _write_png(path: Path, img01: torch.Tensor) -> None:
 
     a = (img01.clamp(0, 1).mul(255.0).round().to(torch.uint8).cpu().numpy())
     im = Image.fromarray(a[0], mode="L") if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0), mode="RGB")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------------- the command
@@ -255,11 +247,5 @@ def separate_files(run_dir: str | Path, inputs, out_dir: str | Path, device: str
         "runtime_s": round(time.time() - t0, 3),
         "items": items,
     }
-    j = out_dir / "separation.json"
-    fd, tmp = tempfile.mkstemp(prefix=".separation.json.", suffix=".tmp", dir=str(out_dir))
-    with os.fdopen(fd, "w") as f:
-        json.dump(blob, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, j)
-    written.append(j)
+    written.append(write_json(out_dir / "separation.json", blob, indent=2, default=str))
     return written

@@ -32,6 +32,7 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from . import environment
+from .atomic import atomic_path
 from .config import config_hash
 from .data.recipes import mixtures_of_mixtures
 from .data.store import load_split
@@ -74,12 +75,11 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------- atomic torch.save
-def save_atomic(obj, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def save_atomic(obj, path: Path) -> Path:
+    """``torch.save(obj, path)`` through :func:`surfbench.atomic.atomic_path`."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 # ----------------------------------------------------------------------------- trained models

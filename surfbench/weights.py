@@ -26,13 +26,12 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from surfbench.atomic import copy_file
 from surfbench.metrics.base import MetricUnavailable
 
 
@@ -191,18 +190,6 @@ class Outcome:
         return self.status not in ("refused", "failed")
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fetch(names: Iterable[str] | None = None) -> list[Outcome]:
     """Download the named weight files (all known ones by default) into :func:`cache_dir`.
 
@@ -273,7 +260,7 @@ def install_from(directory: str | os.PathLike, names: Iterable[str] | None = Non
         if dst.is_file() and sha_matches(dst, w.sha256):
             out.append(Outcome(w.name, w.filename, "present", f"already present: {dst}"))
             continue
-        _copy_atomic(src, dst)
+        copy_file(src, dst)
         out.append(Outcome(w.name, w.filename, "installed", f"installed {src} -> {dst}"))
     return out
 

@@ -10,6 +10,10 @@
   ``eval.npz``: whole utterances, as the paper scores them (``eval_clip_seconds:
   null``; stored ragged: ``sources_flat [K, ΣT]`` and ``offsets [N+1]``), or each cut
   to its first ``eval_clip_seconds``.
+
+:func:`prepare_speech` returns the arrays of ``train.npz`` / ``eval.npz`` and the manifest
+fields; :func:`surfbench.data.store.prepare` writes them (this module does not import
+``store``, which imports this one).
 """
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import save_npz_atomic
+from ..atomic import write_json
 
 ESPEAK_SEED = 0  # the speech set is part of the dataset definition, not of a run seed
 
 
-def prepare_speech(cfg: dict, dcfg: dict, out_dir: Path) -> dict:
+def prepare_speech(cfg: dict, dcfg: dict, out_dir: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """``({"train.npz": arrays, "eval.npz": arrays}, manifest fields)`` of the speech set; writes only caches
+    (``<out>/espeak/``, ``train_index.json``)."""
     out_dir = Path(out_dir)
     if dcfg["source"] == "espeak":
         from .speech import build_speech_set, load_speech_set
@@ -33,9 +39,7 @@ def prepare_speech(cfg: dict, dcfg: dict, out_dir: Path) -> dict:
                                clip_seconds=dcfg["clip_seconds"] or 2.0, sample_rate=dcfg["sample_rate"], seed=ESPEAK_SEED)
         train = np.asarray(load_speech_set(cache, "train", mmap=False), dtype=np.float32)
         test = np.asarray(load_speech_set(cache, "test", mmap=False), dtype=np.float32)
-        return {
-            "train_hash": save_npz_atomic(out_dir / "train.npz", sources=train),
-            "eval_hash": save_npz_atomic(out_dir / "eval.npz", sources=test),
+        return {"train.npz": {"sources": train}, "eval.npz": {"sources": test}}, {
             "n_train_mixtures": len(train), "n_eval_mixtures": len(test), "shape": [train.shape[-1]],
             "info": {"source": "eSpeak NG synthesised two-speaker mixtures", "espeak_ng_version": man.get("espeak_ng_version"),
                      "n_train_speakers": len(man["splits"]["train"]["speakers"]),
@@ -52,8 +56,7 @@ def prepare_speech(cfg: dict, dcfg: dict, out_dir: Path) -> dict:
         rows = rows[: dcfg["n_train_mixtures"]]
     index = {"root": str(Path(dcfg["root"]).resolve()), "split": TRAIN_SPLIT, "n": len(rows), "clip_seconds": seg,
              "sample_rate": dcfg["sample_rate"], "train_crop": dcfg["train_crop"]}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "train_index.json").write_text(json.dumps(index, indent=1))
+    write_json(out_dir / "train_index.json", index, indent=1, end="")
     test = Libri2MixDataset(dcfg["root"], TEST_SPLIT, segment_seconds=dcfg["eval_clip_seconds"])
     n = min(len(test), dcfg["n_eval_mixtures"])
     if dcfg["eval_clip_seconds"] is None:
@@ -68,7 +71,6 @@ def prepare_speech(cfg: dict, dcfg: dict, out_dir: Path) -> dict:
         arrays = {"sources": np.stack([test[i][1].numpy() for i in range(n)]).astype(np.float32)}
         seconds = {"eval_seconds": {"each": float(dcfg["eval_clip_seconds"])}}
     # the streamed training set still needs a train.npz marker for the rules: its content is the index
-    train_hash = save_npz_atomic(out_dir / "train.npz", librimix_index=np.frombuffer(json.dumps(index).encode(), np.uint8))
-    return {"train_hash": train_hash, "eval_hash": save_npz_atomic(out_dir / "eval.npz", **arrays),
-            "n_train_mixtures": len(rows), "n_eval_mixtures": n, "shape": [test.segment],
-            **seconds, "info": {"source": f"Libri2Mix min 16k from {dcfg['root']}"}}
+    files = {"train.npz": {"librimix_index": np.frombuffer(json.dumps(index).encode(), np.uint8)}, "eval.npz": arrays}
+    return files, {"n_train_mixtures": len(rows), "n_eval_mixtures": n, "shape": [test.segment],
+                   **seconds, "info": {"source": f"Libri2Mix min 16k from {dcfg['root']}"}}

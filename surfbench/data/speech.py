@@ -41,8 +41,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +48,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from surfbench.audio_io import BadInputError, _umask, write_audio
+from surfbench.atomic import atomic_path, write_json
+from surfbench.audio_io import BadInputError, write_audio
 from surfbench.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -204,20 +203,6 @@ def _sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def _save_npy_atomic(path: Path, a: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, a)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _generate_split(cfg: dict, split: str, n: int, speakers: list[dict], spk_pool: list[int],
                     sentences: list[str], sent_pool: list[int]) -> tuple[np.ndarray, list[dict]]:
     sr = int(cfg["sample_rate"])
@@ -304,16 +289,15 @@ def build_speech_set(out_dir, n_train: int = 400, n_test: int = 40, clip_seconds
         torch.set_num_threads(threads)
     for split, (arr, items) in results.items():
         fname = f"{split}_sources.npy"
-        _save_npy_atomic(out / fname, arr)
+        with atomic_path(out / fname) as tmp, open(tmp, "wb") as fh:  # an open file: np.save adds no .npy
+            np.save(fh, arr)
         manifest["splits"][split] = {
             "file": fname, "shape": list(arr.shape), "dtype": "float32", "sha256": _sha256(arr),
             "speakers": sorted({speaker_id(speakers[i]) for i in spk_pools[split]}),
             "sentence_indices": sent_pools[split], "items": items,
         }
     manifest["build_seconds"] = round(time.perf_counter() - t0, 3)
-    tmp = man_path.with_name(f".{man_path.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, man_path)  # the manifest is written last: its presence marks a complete build
+    write_json(man_path, manifest, indent=1, end="")  # written last: its presence marks a complete build
     if export_wavs:
         export_wav_examples(out, "test", export_wavs)
     return manifest

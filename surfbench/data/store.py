@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import write_json, write_npz
 from ..seeding import derive_seed
 from .recipes import basis_pairs
 
@@ -38,29 +37,10 @@ def array_hash(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def save_npz_atomic(path: Path, **arrays) -> str:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def save_npz_atomic(path: Path, /, **arrays) -> str:
+    """Write ``arrays`` as an ``.npz`` (:func:`surfbench.atomic.write_npz`); returns their :func:`array_hash`."""
+    write_npz(path, **arrays)
     return array_hash(arrays)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def _rng(*parts) -> np.random.Generator:
@@ -94,10 +74,13 @@ def prepare(cfg: dict, dataset: str, out_dir: str | Path) -> dict:
     elif dataset in AUDIO_DATASETS:
         from .audio_store import prepare_speech
 
-        manifest.update(prepare_speech(cfg, dcfg, out_dir))
+        files, info = prepare_speech(cfg, dcfg, out_dir)
+        for name, arrays in files.items():  # train.npz, then eval.npz
+            manifest[f"{Path(name).stem}_hash"] = save_npz_atomic(out_dir / name, **arrays)
+        manifest.update(info)
     else:
         raise ValueError(f"unknown dataset {dataset!r}")
-    write_json_atomic(out_dir / "manifest.json", manifest)
+    write_json(out_dir / "manifest.json", manifest, indent=2, sort_keys=True, default=str)  # last: marks a complete build
     return manifest
 
 

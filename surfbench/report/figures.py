@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..atomic import atomic_path
 from ..data.store import _load_npz
 
 CELL_PAD = 2
@@ -63,8 +64,6 @@ def figure_grid(runs: list[str | Path], out: str | Path, max_rows: int = 6) -> P
         for ri in range(n):
             canvas.paste(_to_uint8(imgs[ri], scale).convert("RGB"), (ci * cw, LABEL_H * label_rows + ri * ch))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    canvas.save(tmp)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        canvas.save(tmp, format="PNG")
     return out

@@ -26,17 +26,16 @@ appended after the paper's rows, named by its ``display_name``.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import subprocess
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
 
+from ..atomic import write_bytes, write_text
 from .layouts import LAYOUTS, METRICS, Layout, Row, get_layout
 from .reference import load_reference, printed_decimals
 
@@ -602,23 +601,6 @@ def render_markdown(table_id, ours: pd.DataFrame | None, reference: pd.DataFrame
 # report directory
 
 
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "xb") as fh:  # "x": a fresh file, created with the process umask
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def standalone_document(table_files: Iterable[str], profile: str) -> str:
     lines = [
         r"\documentclass[10pt]{article}",
@@ -670,7 +652,7 @@ def compile_pdf(tex_dir: Path, main: str = "tables.tex", timeout: float = 180.0)
             tail = "\n".join(text.splitlines()[-40:])
             raise RuntimeError(f"pdflatex failed on {tex_dir / main} (exit {proc.returncode}); log tail:\n{tail}")
         dest = tex_dir / pdf.name
-        _atomic_write(dest, pdf.read_bytes())
+        write_bytes(dest, pdf.read_bytes(), fsync=True)
         return dest
 
 
@@ -702,15 +684,15 @@ def write_report(ours_df: pd.DataFrame | None, out_dir: str | Path, profile: str
             if path.exists():
                 path.unlink()
             continue
-        _atomic_write(path, render_latex(tid, ours, reference, profile, notes))
+        write_text(path, render_latex(tid, ours, reference, profile, notes), fsync=True)
         written.append(path)
         tex_files.append(path.name)
         md_parts.append(render_markdown(tid, ours, reference, profile, notes))
     md = target / "leaderboard.md"
-    _atomic_write(md, "\n".join(md_parts))
+    write_text(md, "\n".join(md_parts), fsync=True)
     written.append(md)
     main = target / "tables.tex"
-    _atomic_write(main, standalone_document(tex_files, profile))
+    write_text(main, standalone_document(tex_files, profile), fsync=True)
     written.append(main)
     if compile:
         pdf = compile_pdf(target, main.name)
