@@ -10,6 +10,9 @@
     surfbench bench step [...]              time per training step of the methods, side by side
     surfbench golden [--update] [--profile ci] [--results results]   golden regression of the ci profile
     surfbench sigma-data DATA_DIR [--relative-to-mixture]   training.sigma_data of a prepared set
+    surfbench export RUN_DIR... -o bundle.tar.gz [--with-weights]   pack results to be checked elsewhere
+    surfbench import BUNDLE [--results DIR] [--data DIR] [--profile P]   check a bundle into the results store
+    surfbench compare A B [--profile P] [--tol X | --tol METRIC=X]... [--json OUT] [--only-changes]   two stores side by side
 """
 from __future__ import annotations
 
@@ -119,6 +122,24 @@ def cmd_sigma_data(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .bundle import cmd_export as run
+
+    return run(args)
+
+
+def cmd_import(args) -> int:
+    from .bundle import cmd_import as run
+
+    return run(args)
+
+
+def cmd_compare(args) -> int:
+    from .compare import cmd_compare as run
+
+    return run(args)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="surfbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -168,6 +189,35 @@ def main(argv=None) -> int:
                    help="divide by each mixture's RMS first (for sigma_z_scale: mixture_rms)")
     p.add_argument("--max-examples", type=int, default=None, help="use the first N examples only")
     p.set_defaults(fn=cmd_sigma_data)
+    p = sub.add_parser("export", help="pack runs' results (metrics.json, items.csv, config.yaml) into a bundle")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="results/<profile>/<dataset>/<method>/seed<k> "
+                   "(or any folder above runs: every run below it)")
+    p.add_argument("-o", "--output", required=True, help="the bundle to write (.tar.gz)")
+    p.add_argument("--with-weights", action="store_true", help="include model.pt (left out by default)")
+    p.add_argument("--with-examples", action="store_true", help="include examples.npz (the figures' separations)")
+    p.add_argument("--label", default=None, help="where the results come from, as the tables will say "
+                   "(default: the bundle's name)")
+    p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("import", help="check a bundle and add its runs to the results store")
+    p.add_argument("bundle")
+    p.add_argument("--results", default=None, help="results root (default: paths.results of --config, else results)")
+    p.add_argument("--data", default=None, help="prepared-data root holding <profile>/<dataset>/manifest.json "
+                   "(default: paths.data of --config, else data)")
+    p.add_argument("--config", default=None, help="a profile config: its paths, and its configuration of each run to "
+                   "compare with (default: config/<profile>.yaml where it exists)")
+    p.add_argument("--profile", default=None, help="the profile to import into (default: each run's own)")
+    p.add_argument("--label", default=None, help="where the results come from (default: the bundle's label)")
+    p.add_argument("--dry-run", action="store_true", help="check only; write nothing")
+    p.set_defaults(fn=cmd_import)
+    p = sub.add_parser("compare", help="two results stores side by side; exit 1 when a cell moved or is missing")
+    p.add_argument("a", help="results root (or a working folder with results/)")
+    p.add_argument("b")
+    p.add_argument("--profile", default=None, help="default: the one profile both stores hold")
+    p.add_argument("--tol", action="append", default=None, metavar="X|METRIC=X",
+                   help="absolute tolerance, for every metric or one (repeatable); default: the golden tolerances")
+    p.add_argument("--json", default=None, help="also write the comparison as JSON")
+    p.add_argument("--only-changes", action="store_true", help="print only the cells that are not ok")
+    p.set_defaults(fn=cmd_compare)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)

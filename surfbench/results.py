@@ -98,8 +98,48 @@ def load_metrics(path: str | Path) -> dict:
     return _upgrade(blob, path)
 
 
+IMPORTED_FILE = "imported.json"  # beside a metrics.json that `surfbench import` brought in (surfbench/bundle.py)
+
+
+def imported_info(metrics_path: str | Path) -> dict | None:
+    """Where an imported result came from (its ``imported.json``: label, bundle, checks), or ``None`` for a local run.
+
+    The note names the sha256 of the ``metrics.json`` it came with: when the pipeline later recomputed that
+    run here (and replaced ``metrics.json``), the stale note is ignored."""
+    import hashlib
+
+    metrics_path = Path(metrics_path)
+    p = metrics_path.parent / IMPORTED_FILE
+    if not p.is_file():
+        return None
+    try:
+        info = json.loads(p.read_text())
+    except json.JSONDecodeError:
+        info = {}
+    if not isinstance(info, dict):
+        info = {}
+    want = info.get("metrics_sha256")
+    if want and metrics_path.is_file() and hashlib.sha256(metrics_path.read_bytes()).hexdigest() != want:
+        return None
+    return info
+
+
+def imported_label(info: dict | None) -> str:
+    """``""`` for a local run, else the text the tables print: ``<label> (bundle <name>, imported <date>)``."""
+    if info is None:
+        return ""
+    label = str(info.get("label") or "an unnamed bundle")
+    when = str(info.get("imported_at") or "")[:10]
+    bundle = info.get("bundle")
+    extra = ", ".join(x for x in (f"bundle {bundle}" if bundle and bundle != label else "",
+                                  f"imported {when}" if when else "") if x)
+    return f"{label} ({extra})" if extra else label
+
+
 def collect(results_root: str | Path, profile: str) -> pd.DataFrame:
-    """Every run's metrics as a long frame (one row per run and metric)."""
+    """Every run's metrics as a long frame (one row per run and metric).
+
+    ``imported_from``: ``""`` for a run computed here, else where ``surfbench import`` brought it from."""
     from .environment import fingerprint
 
     rows = []
@@ -108,6 +148,7 @@ def collect(results_root: str | Path, profile: str) -> pd.DataFrame:
         blob = load_metrics(path)
         info = blob.get("method_info", {})
         env = fingerprint(blob.get("environment"), *(blob.get("training_environments") or []))
+        imported_from = imported_label(imported_info(path))
         for name, m in blob["metrics"].items():
             rows.append({
                 "protocol": blob["protocol"], "dataset": blob["dataset"], "method": blob["method"],
@@ -117,7 +158,7 @@ def collect(results_root: str | Path, profile: str) -> pd.DataFrame:
                 "reason": m.get("reason", ""), "display_name": info.get("display_name", blob["method"]),
                 "supervised": info.get("supervised"), "generative": info.get("generative"), "path": str(path),
                 "environment": env, "n_items": m.get("n"), "n_missing": m.get("n_missing") or 0,
-                "scoring_note": blob.get("scoring_note") or "",
+                "scoring_note": blob.get("scoring_note") or "", "imported_from": imported_from,
             })
     return pd.DataFrame(rows)
 
@@ -134,13 +175,22 @@ def _scoring_notes(rows: pd.DataFrame) -> str:
     return "; ".join(sorted({str(n) for n in rows["scoring_note"].fillna("") if str(n).strip()}))
 
 
+def _imported(rows: pd.DataFrame) -> tuple[str, int]:
+    """Where the seeds' imported results came from, once each, and how many seeds were imported."""
+    if "imported_from" not in rows:
+        return "", 0
+    labels = [str(x) for x in rows["imported_from"].fillna("") if str(x).strip()]
+    return "; ".join(sorted(set(labels))), len(labels)
+
+
 def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
     """Across seeds: mean of the per-seed means and a 95% t-interval (one seed: that run's own bootstrap interval).
 
     ``n_environments``: how many different environments (``surfbench.environment.fingerprint``; an
     unrecorded one counts as one more) the available seeds were computed in.  ``n_missing``: items that
     could not be scored (NaN in ``items.csv``) over the available seeds, ``n_items`` those that were.
-    ``scoring_note``: the seeds' notes on how their estimates were scored, once each.
+    ``scoring_note``: the seeds' notes on how their estimates were scored, once each.  ``imported_from`` /
+    ``n_imported``: where the available seeds that ``surfbench import`` brought in came from, and how many.
     """
     from scipy import stats
 
@@ -158,6 +208,7 @@ def aggregate_seeds(df: pd.DataFrame) -> pd.DataFrame:
                    n_missing=int(avail["n_missing"].fillna(0).sum()) if "n_missing" in avail else 0,
                    n_items=int(avail["n_items"].fillna(0).sum()) if "n_items" in avail else 0,
                    scoring_note=_scoring_notes(g))
+        row["imported_from"], row["n_imported"] = _imported(avail if not avail.empty else g)
         if avail.empty:
             row.update(mean=np.nan, ci_low=np.nan, ci_high=np.nan, available=False,
                        reason="; ".join(sorted(set(g["reason"].astype(str)))), spread=np.nan)

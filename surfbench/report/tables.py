@@ -13,7 +13,8 @@ layout).  The paper's numbers come from :func:`surfbench.report.reference.load_r
 Cell format (both outputs): ``ours (paper)`` in one column per metric -- our mean, ``± half-width
 of the 95% interval`` when more than one seed, then the paper's published number in parentheses
 (small in LaTeX).  ``n/a`` + footnote marker: the metric was not computed (the reason is the
-footnote); ``--``: no result for this cell in this profile.  A marker after a row's name: a note on
+footnote); ``--``: no result for this cell in this profile.  A value imported with ``surfbench import``
+(``imported_from``, ``n_imported``) carries a footnote naming where it came from.  A marker after a row's name: a note on
 how that method's estimates were scored (``scoring_note``, e.g. MixIT's slot reduction).  Bold /
 underline: best / second best by *our* means (rounded as printed; ties share the mark), among the
 unsupervised rows (Tables 1, 3, 4), all rows (Table 2) or each ablation group (Table 9).
@@ -56,6 +57,8 @@ OPTIONAL_DEFAULTS = {
     "supervised": None,
     "generative": None,
     "scoring_note": "",
+    "imported_from": "",
+    "n_imported": 0,
 }
 DEFAULT_REASON = "not computed in this profile"
 
@@ -127,7 +130,7 @@ def prepare_ours(ours: pd.DataFrame | None) -> pd.DataFrame:
             out["ci_high"] = _to_float(rec.get("ci_high"))
             n = rec.get("n_seeds", 1)
             out["n_seeds"] = 1 if _is_missing(n) else int(n)
-            for c, default in (("n_environments", 1), ("n_missing", 0), ("n_items", 0)):
+            for c, default in (("n_environments", 1), ("n_missing", 0), ("n_items", 0), ("n_imported", 0)):
                 v = rec.get(c, default)
                 out[c] = default if _is_missing(v) else int(v)
             out["higher_is_better"] = _to_bool(rec.get("higher_is_better"))
@@ -135,6 +138,7 @@ def prepare_ours(ours: pd.DataFrame | None) -> pd.DataFrame:
             out["available"] = True if av is None else av
             out["reason"] = _to_text(rec.get("reason", ""))
             out["scoring_note"] = _to_text(rec.get("scoring_note", ""))
+            out["imported_from"] = _to_text(rec.get("imported_from", ""))
             dn = rec.get("display_name")
             out["display_name"] = None if _is_missing(dn) or str(dn) == "" else str(dn)
             out["supervised"] = _to_bool(rec.get("supervised"))
@@ -321,6 +325,8 @@ def build_model(table_id, ours, reference: pd.DataFrame | None, profile: str, no
                         cell_notes.append(f"the seeds of this value were computed in {rec['n_environments']} different "
                                           f"environments (library versions, thread counts, device, or the processor "
                                           f"under cpu_kernels: native; each run's metrics.json records its own)")
+                    if rec["imported_from"].strip():
+                        cell_notes.append(imported_note(rec["imported_from"], rec["n_imported"], rec["n_seeds"]))
                     cell.marker = ",".join(reasons.setdefault(n, _marker(len(reasons))) for n in cell_notes)
                 else:
                     cell.kind = "na"
@@ -344,6 +350,13 @@ def build_model(table_id, ours, reference: pd.DataFrame | None, profile: str, no
         footnotes=[(mk, text) for text, mk in reasons.items()], notes=_notes_list(notes),
         n_seeds=sorted(seeds), has_ours=len(o) > 0,
     )
+
+
+def imported_note(source: str, n_imported: int, n_seeds: int) -> str:
+    """The footnote of a value that `surfbench import` brought in (surfbench/bundle.py)."""
+    who = "imported" if n_imported >= n_seeds or n_imported == 0 else f"{n_imported} of its {n_seeds} seeds imported"
+    return (f"{who} from {source}: not computed here; checked on import against this benchmark's evaluation set "
+            f"(dataset hash) and against its per-item values (items.csv)")
 
 
 #: rows that are references, not methods: never ranked among the unsupervised methods
