@@ -6,7 +6,7 @@
 #   snakemake --workflow-profile profiles/slurm tables --configfile config/paper.yaml   # on a SLURM cluster
 #
 # The config is validated against surfbench/schemas/config.schema.yaml before any job
-# runs; the jobs come from surfbench.plan.  Targets: data, train, evaluate, tables, all.
+# runs; the jobs come from surfbench.plan.  Targets: data, train, evaluate, tables, site, all.
 import copy
 from pathlib import Path
 
@@ -35,3 +35,4 @@ rule all:
     input:
         rules.tables.input,
         rules.figures.input,
+        rules.site.output,

@@ -5,6 +5,7 @@
     surfbench prepare --dataset D ...       build a prepared dataset (used by Snakemake)
     surfbench report --config CONFIG        tables + leaderboard from the results store
     surfbench figure --dataset D --runs ... figure grid from runs' examples
+    surfbench site [--config CONFIG] [--out DIR]   static leaderboard site: report/<profile>/site/
     surfbench weights [--fetch] [--from DIR] [--json]   pretrained weights of the metrics
     surfbench separate --run RUN INPUT... --out DIR      separate your own mixtures
     surfbench bench step [...]              time per training step of the methods, side by side
@@ -78,6 +79,13 @@ def cmd_figure(args) -> int:
     from .report.figures import figure_grid
 
     print(figure_grid(args.runs, args.out))
+    return 0
+
+
+def cmd_site(args) -> int:
+    from .report.site import build_site
+
+    print(build_site(_load_cfg(args), out=args.out, n_listen=args.listen))
     return 0
 
 
@@ -164,6 +172,12 @@ def main(argv=None) -> int:
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_figure)
+    p = sub.add_parser("site", help="static leaderboard site (tables, runs, figures, listening page, leaderboard.json)")
+    p.add_argument("--config", default=None)
+    p.add_argument("--config-json", default=None)
+    p.add_argument("--out", default=None, help="site folder (default: <paths.report>/<profile>/site)")
+    p.add_argument("--listen", type=int, default=3, help="evaluation mixtures on the listening page (default 3)")
+    p.set_defaults(fn=cmd_site)
     p = sub.add_parser("weights", help="pretrained weights of the metrics", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_weights)

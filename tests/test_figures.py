@@ -4,7 +4,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from surfbench.report.figures import CELL_PAD, LABEL_H, figure_grid
+from surfbench.report.figures import CELL_PAD, GROUP_GAP, figure_grid, group_x
 
 
 def _run(root, name, display, est, src):
@@ -20,17 +20,28 @@ def test_grid_layout_content_and_duplicates(tmp_path):
     n, k, h, w = 3, 2, 28, 28
     src = rng.uniform(0, 0.5, (n, k, 1, h, w)).astype(np.float32)
     avg = _run(tmp_path, "average", "Average", np.repeat(src.sum(1, keepdims=True) / k, k, axis=1), src)
-    mixit = _run(tmp_path, "mixit", "MixIT", src[:, ::-1].copy(), src)
+    mixit = _run(tmp_path, "mixit", "Regression (Self-Remixing)", src[:, ::-1].copy(), src)
     out = figure_grid([mixit, avg, mixit], tmp_path / "fig.png")      # mixit twice, out of paper order
     im = np.asarray(Image.open(out).convert("L"))
     scale = 64 // 28                                                  # 2: cells are enlarged to ~64 px
     cw, ch = w * scale + CELL_PAD, h * scale + CELL_PAD
-    n_cols = 1 + k + k * 2                                            # mixture, truths, Average, MixIT (once)
-    assert im.shape == (2 * LABEL_H + n * ch, n_cols * cw)
-    top = 2 * LABEL_H
+    spans = [1, k, k, k]                                              # mixture, truths, Average, MixIT (once)
+    xs = group_x(spans, cw)
+    assert im.shape[1] == sum(spans) * cw + (len(spans) - 1) * GROUP_GAP
+    top = im.shape[0] - n * ch                                        # the headers' height
+    assert 2 * 13 <= top <= 60                                        # the long name wraps onto 2 lines
 
     def cell(col, row):
-        return im[top + row * ch: top + row * ch + h * scale: scale, col * cw: col * cw + w * scale: scale]
+        g = next(i for i in range(len(spans)) if col < sum(spans[: i + 1]))  # the column's group
+        x = xs[g] + (col - sum(spans[:g])) * cw
+        return im[top + row * ch: top + row * ch + h * scale: scale, x: x + w * scale: scale]
+
+    # one header per group, over its own columns only: no ink in the gaps between groups, ink over each group
+    header = im[:top]
+    for g, x in enumerate(xs):
+        assert (header[:, x: x + spans[g] * cw - CELL_PAD] < 128).any(), f"group {g} has no header"
+        if g:
+            assert (header[:, x - GROUP_GAP: x] == 255).all(), f"ink in the gap before group {g}"
 
     def u8(x):
         return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)

@@ -86,7 +86,7 @@ def test_the_remixing_teachers_use_the_configured_rule():
 
 def test_the_mixit_row_is_scored_as_configured_and_footnoted(tmp_path):
     """An (untrained) MixIT model evaluated under each evaluation.extra_slots: the note is recorded in
-    metrics.json, the oracle scores far better than the label-free rule here, and the table marks the row."""
+    metrics.json, the two rules score the estimates differently, and the table marks the row."""
     from test_determinism import prepare_tiny_mnist, tiny_cfg
 
     import surfbench.evaluate as EV
@@ -97,6 +97,7 @@ def test_the_mixit_row_is_scored_as_configured_and_footnoted(tmp_path):
     cfg = tiny_cfg()
     data = prepare_tiny_mnist(tmp_path / "data" / "mnist", cfg)
     rc = resolve_run(cfg, RunId("mnist", "mixit", 0))
+    torch.manual_seed(0)  # the untrained weights, whatever ran before this test in the process
     method = registry().get("mixit")(rc, (1, 28, 28), 2, "cpu")
     save_atomic({"format": MODEL_FORMAT, "method": "mixit", "run_config": rc, "data_shape": [1, 28, 28],
                  "n_sources": 2, "modules": {k: m.state_dict() for k, m in method.modules_to_save().items()}},
@@ -113,7 +114,9 @@ def test_the_mixit_row_is_scored_as_configured_and_footnoted(tmp_path):
         assert "| MixIT<sup>a</sup> |" in md and f"<sup>a</sup> {notes[rule]}"[:60] in md.replace("\\_", "_")
         assert r"MixIT\textsuperscript{a}" in tex
     assert "top_energy" in notes["label_free"] and "oracle" in notes["oracle_assignment"]
-    assert psnr["oracle_assignment"] > psnr["label_free"] + 1  # 12.0 vs 7.3 dB for this untrained model
+    # the configured rule reaches the scores (which rule scores higher depends on the untrained weights:
+    # 12.0 vs 7.3 dB after the other tests of this file, 9.7 vs 10.1 dB from torch.manual_seed(0))
+    assert abs(psnr["oracle_assignment"] - psnr["label_free"]) > 0.1
 
 
 def test_oracle_gives_every_audible_reference_a_slot():

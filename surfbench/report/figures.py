@@ -1,17 +1,26 @@
-"""Figure grids like the paper's Figures 2-6: mixture, ground truth, each method's separation."""
+"""Figure grids like the paper's Figures 2-6: mixture, ground truth, each method's separation.
+
+Columns come in groups: the mixture (one column), the ground truth (K columns), then each method's K
+separated images.  Every group has one header, centred over its columns and underlined by a rule
+the width of the group (word-wrapped onto as many lines as it needs, never running on over the
+next group), and groups are ``GROUP_GAP`` pixels apart, so a reader sees which columns are whose.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import atomic_path
 from ..data.store import _load_npz
 
-CELL_PAD = 2
-LABEL_H = 14
+CELL_PAD = 2      # white pixels right of and below each image
+GROUP_GAP = 10    # white pixels between two column groups (mixture | ground truth | method | method ...)
+FONT_SIZE = 11
+LINE_H = 13       # pixels per header line
+HEADER_PAD = 5    # pixels under the header text: the group's rule and some air
 #: columns in the paper's order (Figure 2); methods not listed follow, alphabetically
 PAPER_ORDER = ["average", "supervised_regression", "supervised_flow", "basis", "mixit", "remixit", "self_remixing",
                "surf_remixit", "surf_self_remixing"]
@@ -30,12 +39,52 @@ def _to_uint8(img: np.ndarray, scale: int) -> Image.Image:
     return im.resize((im.width * scale, im.height * scale), Image.NEAREST)
 
 
+def _font() -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=FONT_SIZE)  # Pillow >= 10.1 with FreeType: a scalable font
+    except TypeError:  # older Pillow: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _text_width(draw: ImageDraw.ImageDraw, text: str, font) -> int:
+    box = draw.textbbox((0, 0), text, font=font)
+    return box[2] - box[0]
+
+
+def wrap_label(draw: ImageDraw.ImageDraw, label: str, width: int, font) -> list[str]:
+    """``label`` broken at spaces into lines at most ``width`` pixels wide (a single word wider than that
+    is cut to fit, ending in "…")."""
+    lines: list[str] = []
+    for word in label.split():
+        if lines and _text_width(draw, lines[-1] + " " + word, font) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    out = []
+    for line in lines:
+        if _text_width(draw, line, font) > width:
+            while len(line) > 1 and _text_width(draw, line + "…", font) > width:
+                line = line[:-1]
+            line += "…"
+        out.append(line)
+    return out or [""]
+
+
+def group_x(spans: list[int], cw: int) -> list[int]:
+    """Left pixel of each column group of ``spans`` columns (cells ``cw`` wide, ``GROUP_GAP`` between groups)."""
+    xs, x = [], 0
+    for s in spans:
+        xs.append(x)
+        x += s * cw + GROUP_GAP
+    return xs
+
+
 def figure_grid(runs: list[str | Path], out: str | Path, max_rows: int = 6) -> Path:
-    """One row per evaluation mixture; columns: mixture, the K true images, then K separated images per method."""
+    """One row per evaluation mixture; column groups: mixture, the K true images, then K separated images per method."""
     runs = sorted(dict.fromkeys(Path(r) for r in runs), key=_order)  # a run given twice is one column group
     if not runs:
         raise ValueError("figure_grid: no runs given")
-    cols = []  # (label, images [N, C, H, W])
+    groups: list[tuple[str, list[np.ndarray]]] = []  # (header, one image stack [N, C, H, W] per column)
     ref = None
     for r in runs:
         ex = _load_npz(r / "examples.npz")
@@ -43,26 +92,31 @@ def figure_grid(runs: list[str | Path], out: str | Path, max_rows: int = 6) -> P
         k = ex["sources"].shape[1]
         if ref is None:
             ref = ex
-            cols.append(("mixture", ex["mixtures"], 1))  # the average image
-            for j in range(k):
-                cols.append(("ground truth" if j == 0 else "", ex["sources"][:, j] * k, k))
-        for j in range(k):
-            cols.append((info.get("display_name", r.parent.name) if j == 0 else "", ex["estimates"][:, j] * k, k))
+            groups.append(("mixture", [ex["mixtures"]]))  # the average image
+            groups.append(("ground truth", [ex["sources"][:, j] * k for j in range(k)]))
+        groups.append((info.get("display_name", r.parent.name), [ex["estimates"][:, j] * k for j in range(k)]))
     n = min(max_rows, ref["mixtures"].shape[0])
     h, w = ref["mixtures"].shape[-2:]
     scale = max(1, 64 // max(h, w))
     cw, ch = w * scale + CELL_PAD, h * scale + CELL_PAD
-    label_rows = 2
-    canvas = Image.new("RGB", (cw * len(cols), ch * n + LABEL_H * label_rows), "white")
+    spans = [len(cols) for _, cols in groups]
+    xs = group_x(spans, cw)
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    headers = [wrap_label(probe, label, s * cw - CELL_PAD, font) for (label, _), s in zip(groups, spans)]
+    top = max(len(lines) for lines in headers) * LINE_H + HEADER_PAD
+    canvas = Image.new("RGB", (xs[-1] + spans[-1] * cw, top + ch * n), "white")
     draw = ImageDraw.Draw(canvas)
-    group = 0
-    for ci, (label, imgs, span) in enumerate(cols):
-        if label:  # one label per method over its K columns; on two staggered lines a label may run on
-            # over the next method's columns (the default font is ~6 px per character)
-            draw.text((ci * cw + 1, (group % label_rows) * LABEL_H), label[: label_rows * span * cw // 6 - 1], fill="black")
-            group += 1
-        for ri in range(n):
-            canvas.paste(_to_uint8(imgs[ri], scale).convert("RGB"), (ci * cw, LABEL_H * label_rows + ri * ch))
+    for (label, cols), x0, span, lines in zip(groups, xs, spans, headers):
+        gw = span * cw - CELL_PAD  # the group's width without the last cell's padding
+        y = top - HEADER_PAD - len(lines) * LINE_H  # lines sit on the rule
+        for line in lines:
+            draw.text((x0 + (gw - _text_width(draw, line, font)) // 2, y), line, fill="black", font=font)
+            y += LINE_H
+        draw.line([(x0, top - 3), (x0 + gw - 1, top - 3)], fill=(90, 90, 90), width=1)
+        for ci, imgs in enumerate(cols):
+            for ri in range(n):
+                canvas.paste(_to_uint8(imgs[ri], scale).convert("RGB"), (x0 + ci * cw, top + ri * ch))
     out = Path(out)
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")

@@ -43,3 +43,23 @@ rule figure:
 rule figures:
     input:
         [f"{REPORT}/figures/{d}.png" for d in FIGURE_DATASETS if d != "libri2mix"],
+
+
+# The static leaderboard site (surfbench/report/site.py): tables, a page per run, figures, a listening
+# page for the audio tables and leaderboard.json; opens from disk (report/<profile>/site/index.html).
+rule site:
+    input:
+        metrics=[eval_target(j) for j in plan.eval_jobs(CFG)],
+        tables=rules.tables.output,
+        figures=rules.figures.input,
+    output:
+        index=f"{REPORT}/site/index.html",
+        leaderboard=f"{REPORT}/site/leaderboard.json",
+    log:
+        f"{LOGS}/report/site.log",
+    benchmark:
+        f"{BENCH}/report/site.tsv"
+    params:
+        cfg=as_json_arg(CFG),
+    shell:
+        "{PY} -m surfbench.cli site --config-json {params.cfg} > {log} 2>&1"
