@@ -476,3 +476,31 @@ def test_site_in_a_headless_browser(browser, ci_workdir, tmp_path):
     console()
     shot("listen")
     assert not errors, "browser console errors:\n" + "\n".join(str(e) for e in errors)
+
+
+def test_imported_runs_say_where_they_came_from(synthetic, tmp_path):
+    """A run brought in by ``surfbench import`` (its imported.json, tied to its metrics.json by sha256) is
+    marked on its run page and in leaderboard.json; a stale note (metrics.json recomputed since) is not."""
+    import hashlib
+    import shutil
+
+    from surfbench.report.site import build_site
+
+    res = tmp_path / "results"
+    shutil.copytree(synthetic["res"], res)
+    seed1 = res / "ci" / "mnist" / "mixit" / "seed1"
+    sha = hashlib.sha256((seed1 / "metrics.json").read_bytes()).hexdigest()
+    (seed1 / "imported.json").write_text(json.dumps({"label": "lab B", "bundle": "b.tar.gz", "metrics_sha256": sha}))
+    seed0 = res / "ci" / "mnist" / "mixit" / "seed0"
+    (seed0 / "imported.json").write_text(json.dumps({"label": "stale", "metrics_sha256": "0" * 64}))
+    cfg = {**synthetic["cfg"], "paths": {**synthetic["cfg"]["paths"], "results": str(res),
+                                         "report": str(tmp_path / "report")}}
+    site = build_site(cfg, workdir=tmp_path, n_listen=0)
+    page1 = (site / "runs" / "mnist--mixit--seed1.html").read_text()
+    assert "imported from lab B (bundle b.tar.gz)" in page1
+    assert "imported from" not in (site / "runs" / "mnist--mixit--seed0.html").read_text()
+    rows = json.loads((site / "leaderboard.json").read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    prov = {p["seed"]: p["imported_from"] for r in rows if r["dataset"] == "mnist" and r["method"] == "mixit"
+            for p in r["provenance"]}
+    assert prov == {0: "", 1: "lab B (bundle b.tar.gz)"}

@@ -212,6 +212,13 @@ class Run:
     def page(self) -> str:
         return f"runs/{self.slug}.html"
 
+    @property
+    def imported_from(self) -> str:
+        """``""`` for a run computed here, else where ``surfbench import`` brought it from."""
+        from ..results import imported_info, imported_label
+
+        return imported_label(imported_info(self.path))
+
     def config(self) -> dict:
         p = self.seed_dir / "config.yaml"
         return yaml.safe_load(p.read_text()) if p.is_file() else {}
@@ -269,7 +276,7 @@ def _provenance(run: Run, results_root: Path) -> dict:
     return {"seed": run.seed, "metrics_json": rel, "page": run.page, "git_commit": b.get("git_commit"),
             "surfbench_version": b.get("surfbench_version"), "config_hash": b.get("config_hash"),
             "dataset_hash": b.get("dataset_hash"), "model_hash": b.get("model_hash"),
-            "runtime_s": b.get("runtime_s"), "n_items": b.get("n_items")}
+            "runtime_s": b.get("runtime_s"), "n_items": b.get("n_items"), "imported_from": run.imported_from}
 
 
 # ----------------------------------------------------------------------------- tables -> HTML
@@ -512,7 +519,8 @@ def render_run_page(group: list[Run], site: Path, profile: str, workdir: Path, r
     dl = [("method", f"{main.method}  ({meta.get('display_name', '')})"), ("properties", flags),
           ("citation", meta.get("citation") or "–"), ("training data", meta.get("training_data") or "–"),
           ("teacher", meta.get("teacher") or "–"), ("dataset", main.dataset), ("variant", main.variant or "main run"),
-          ("seed", main.seed), ("profile", b.get("profile")), ("git commit", b.get("git_commit")),
+          ("seed", main.seed), ("computed", f"imported from {main.imported_from}" if main.imported_from else "here"),
+          ("profile", b.get("profile")), ("git commit", b.get("git_commit")),
           ("surfbench version", b.get("surfbench_version")), ("config hash", b.get("config_hash")),
           ("dataset hash", b.get("dataset_hash")), ("model hash (sha256 of model.pt)", b.get("model_hash")),
           ("training wall time", f"{train_s:.1f} s (benchmarks/)" if train_s is not None else "not recorded here"),
