@@ -38,11 +38,12 @@ tables: setup
 test: setup
 	. $(BIN)/activate && python -m pytest -q
 
-# The ci profile through SLURM on a one-node cluster of this machine (scripts/slurm-local.sh; root):
-# starts the cluster, runs tests/test_slurm.py, stops what it started.  Not part of `make test`.
+# Only the SLURM tests (tests/test_slurm.py, also part of `make test`): a one-node cluster of this machine
+# (scripts/slurm-local.sh; root) runs config/ci-slurm.yaml, a scancelled job, a failing job and a dry
+# submission of the paper profile; stops what it started.  `SURFBENCH_SLURM=0 make test` leaves them out.
 .PHONY: test-slurm
 test-slurm: setup
-	. $(BIN)/activate && SURFBENCH_SLURM=1 python -m pytest -q -s tests/test_slurm.py
+	. $(BIN)/activate && python -m pytest -q -s tests/test_slurm.py
 
 # Refresh the lock: install surfbench with every extra into a scratch environment, newest versions
 # pyproject.toml allows, and write what got installed.  Do it on purpose (a new dependency, a fix you
