@@ -14,6 +14,7 @@
     surfbench export RUN_DIR... -o bundle.tar.gz [--with-weights]   pack results to be checked elsewhere
     surfbench import BUNDLE [--results DIR] [--data DIR] [--profile P]   check a bundle into the results store
     surfbench compare A B [--profile P] [--tol X | --tol METRIC=X]... [--json OUT] [--only-changes]   two stores side by side
+    surfbench score-fuss --list eval_example_list.txt --estimates DIR --out DIR   FUSS metrics (1S, MSi, under/over)
 """
 from __future__ import annotations
 
@@ -148,6 +149,12 @@ def cmd_compare(args) -> int:
     return run(args)
 
 
+def cmd_score_fuss(args) -> int:
+    from .score_fuss import cmd_score_fuss as run
+
+    return run(args)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="surfbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -232,6 +239,13 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the comparison as JSON")
     p.add_argument("--only-changes", action="store_true", help="print only the cells that are not ok")
     p.set_defaults(fn=cmd_compare)
+    p = sub.add_parser("score-fuss", help="FUSS separation metrics as Google's reference computes them")
+    p.add_argument("--list", required=True, help="FUSS example list (tab-separated: mixture, then its sources)")
+    p.add_argument("--estimates", required=True, help="folder with <example>/est0.wav ... est3.wav")
+    p.add_argument("--out", required=True, help="folder for fuss_examples.csv and fuss_summary.json")
+    p.add_argument("--sample-rate", type=int, default=16000)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_score_fuss)
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
