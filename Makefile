@@ -35,8 +35,9 @@ setup: $(VENV)/.installed
 tables: setup
 	. $(BIN)/activate && snakemake --cores $(CORES) tables --configfile config/$(PROFILE).yaml
 
+# --durations: the 25 slowest tests at the end, so a CI log says where its time went
 test: setup
-	. $(BIN)/activate && python -m pytest -q
+	. $(BIN)/activate && python -m pytest -q --durations=25
 
 # Only the SLURM tests (tests/test_slurm.py, also part of `make test`): a one-node cluster of this machine
 # (scripts/slurm-local.sh; root) runs config/ci-slurm.yaml, a scancelled job, a failing job and a dry
