@@ -63,6 +63,20 @@ def _create_temp(path: Path, suffix: str) -> Path:
     raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
+def _create_temp_in_private_dir(path: Path, suffix: str) -> Path:
+    """A new, empty file ``.<name>.<random>.tmp/<name><suffix>``: the target's own name in a fresh hidden folder."""
+    for _ in range(100):
+        d = path.with_name(f".{path.name[:_NAME_ROOM]}.{secrets.token_hex(4)}.tmp")
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        tmp = d / f"{path.name}{suffix}"
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666))
+        return tmp
+    raise FileExistsError(f"could not create a temporary folder beside {path}")
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -72,15 +86,19 @@ def _fsync(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: PathLike, *, suffix: str = ".tmp", fsync: bool = False) -> Iterator[Path]:
+def atomic_path(path: PathLike, *, suffix: str = ".tmp", fsync: bool = False,
+                keep_name: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it onto ``path``, on error remove it.
 
     The folder is created if missing.  The temporary file exists (empty) when the block starts.
-    ``fsync=True`` flushes the data to disk before the rename.
+    ``fsync=True`` flushes the data to disk before the rename.  ``keep_name=True``: the temporary
+    file is ``<name><suffix>`` in a fresh hidden folder beside ``path``, for writers whose output
+    depends on the file's name (``torch.save`` names the zip archive inside the file after it:
+    a random temporary name would make the same model's bytes, and so its hash, differ run to run).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _create_temp(path, suffix)
+    tmp = _create_temp_in_private_dir(path, suffix) if keep_name else _create_temp(path, suffix)
     try:
         yield tmp
         if fsync:
@@ -89,6 +107,9 @@ def atomic_path(path: PathLike, *, suffix: str = ".tmp", fsync: bool = False) ->
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if keep_name:
+            tmp.parent.rmdir()
 
 
 def write_bytes(path: PathLike, data: bytes, *, fsync: bool = False) -> Path:

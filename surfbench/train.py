@@ -76,8 +76,12 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 # ----------------------------------------------------------------------------- atomic torch.save
 def save_atomic(obj, path: Path) -> Path:
-    """``torch.save(obj, path)`` through :func:`surfbench.atomic.atomic_path`."""
-    with atomic_path(path) as tmp:
+    """``torch.save(obj, path)`` through :func:`surfbench.atomic.atomic_path`.
+
+    ``keep_name``: torch names the archive inside the file after the file it writes (``model.pt.tmp``
+    -> ``model.pt/data.pkl``, as before the atomic module), so the same weights give the same bytes
+    and the same ``model_hash`` in every run."""
+    with atomic_path(path, keep_name=True) as tmp:
         torch.save(obj, tmp)
     return Path(path)
 

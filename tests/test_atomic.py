@@ -377,3 +377,32 @@ def _imported_modules(path: Path, package: str) -> set[str]:
 def test_data_store_and_audio_store_do_not_import_each_other():
     assert "surfbench.data.audio_store" in _imported_modules(PACKAGE / "data" / "store.py", "surfbench.data")
     assert "surfbench.data.store" not in _imported_modules(PACKAGE / "data" / "audio_store.py", "surfbench.data")
+
+
+def test_torch_checkpoints_are_byte_identical_and_keep_their_archive_name(tmp_path):
+    """torch.save names the zip archive inside after the file: save_atomic (keep_name) must not let the
+    random temporary name into the bytes (model_hash would differ between two runs of the same job)."""
+    import zipfile
+
+    import torch
+
+    from surfbench.train import save_atomic
+
+    obj = {"w": torch.arange(6.0)}
+    a, b = save_atomic(obj, tmp_path / "a" / "model.pt"), save_atomic(obj, tmp_path / "b" / "model.pt")
+    assert a.read_bytes() == b.read_bytes()
+    assert zipfile.ZipFile(a).namelist()[0].startswith("model.pt/")  # as before the atomic module
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model.pt"]  # no temporary folder left
+
+
+def test_keep_name_failure_leaves_nothing_behind(tmp_path):
+    from surfbench.atomic import atomic_path
+
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target, keep_name=True) as tmp:
+            assert tmp.name == "model.pt.tmp" and tmp.parent != tmp_path
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
