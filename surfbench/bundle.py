@@ -44,7 +44,6 @@ reads it (:func:`surfbench.results.imported_info`), so the tables footnote impor
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import io
 import json
 import math
@@ -61,6 +60,8 @@ import pandas as pd
 import yaml
 
 from .atomic import atomic_path, copy_file, write_json
+from .config import method_dir
+from .weights import file_sha256
 
 BUNDLE_FORMAT = "surfbench-bundle/1"
 IMPORT_FORMAT = "surfbench-import/1"
@@ -92,22 +93,10 @@ class BundleError(ValueError):
     """A bundle that cannot be exported or imported; the message says why and what to do."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _method_dir(method: str, variant: str) -> str:
-    return f"{method}@{variant}" if variant else method
-
-
 def run_path(blob: dict, profile: str | None = None) -> str:
     """``<profile>/<dataset>/<method>[@<variant>]/seed<k>`` of a metrics.json blob."""
     return (f"{profile or blob['profile']}/{blob['dataset']}/"
-            f"{_method_dir(blob['method'], blob.get('variant') or '')}/seed{blob['seed']}")
+            f"{method_dir(blob['method'], blob.get('variant') or '')}/seed{blob['seed']}")
 
 
 # ----------------------------------------------------------------------------- checks shared by export and import
@@ -332,7 +321,7 @@ def export_bundle(run_dirs, out: str | Path, *, with_weights: bool = False, with
         if with_weights:
             if not (d / WEIGHTS).is_file():
                 raise BundleError(f"{d}: --with-weights, but it has no {WEIGHTS}")
-            if _sha256(d / WEIGHTS) != first["model_hash"]:
+            if file_sha256(d / WEIGHTS) != first["model_hash"]:
                 raise BundleError(f"{d / WEIGHTS} does not hash to the model_hash its metrics.json records")
             files.append(WEIGHTS)
         members += [(f"runs/{rp}/{f}", d / f) for f in files]
@@ -342,7 +331,7 @@ def export_bundle(run_dirs, out: str | Path, *, with_weights: bool = False, with
     manifest = {"format": BUNDLE_FORMAT, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "label": label or out.name.split(".")[0], "surfbench_version": __version__,
                 "git_commit": git_commit(), "with_weights": with_weights, "runs": runs,
-                "files": {name: {"sha256": _sha256(src), "size": src.stat().st_size} for name, src in members}}
+                "files": {name: {"sha256": file_sha256(src), "size": src.stat().st_size} for name, src in members}}
     blob = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     with atomic_path(out) as tmp:
         with tarfile.open(tmp, "w:gz", format=tarfile.PAX_FORMAT) as tar:
@@ -444,7 +433,7 @@ def unpack(bundle: str | Path, dest: Path, limits: dict | None = None) -> dict:
     for name in sorted(set(listed) - present):
         raise BundleError(f"{bundle}: {MANIFEST} lists {name!r}, which the bundle lacks")
     for name in sorted(present):
-        if _sha256(dest / name) != listed[name].get("sha256"):
+        if file_sha256(dest / name) != listed[name].get("sha256"):
             raise BundleError(f"{bundle}: {name} does not match its sha256 in {MANIFEST} (corrupt or edited after export)")
     return manifest
 
@@ -593,7 +582,7 @@ def stage_runs(manifest: dict, staged: Path, results_root: Path, data_root: Path
                     (run.checks if diff.startswith("config.yaml = ") else run.notes).append(diff)
             run.checks.append(check_method(first, where))
             if (src / WEIGHTS).is_file():
-                if _sha256(src / WEIGHTS) != first["model_hash"]:
+                if file_sha256(src / WEIGHTS) != first["model_hash"]:
                     raise BundleError(f"{where}/{WEIGHTS} does not hash to the recorded model_hash {first['model_hash']}")
                 run.checks.append("model.pt hashes to model_hash")
             run.target = run_path(first, profile or first["profile"])
@@ -663,7 +652,7 @@ def import_bundle(bundle: str | Path, results_root: str | Path = "results", data
         runs = stage_runs(manifest, staged, results_root, data_root, profile, profile_configs)
         if dry_run:
             return runs
-        bsha = _sha256(bundle)
+        bsha = file_sha256(bundle)
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         for run in runs:
             if run.status == "identical":
@@ -683,7 +672,7 @@ def import_bundle(bundle: str | Path, results_root: str | Path = "results", data
                 d_src, d_dst = (run.src / sub, dest / sub) if sub else (run.src, dest)
                 copy_file(d_src / "items.csv", d_dst / "items.csv")
                 # tied to this metrics.json: a later local run of the same folder is not taken for an import
-                write_json(d_dst / IMPORTED, {**sidecar, "metrics_sha256": _sha256(d_src / "metrics.json")},
+                write_json(d_dst / IMPORTED, {**sidecar, "metrics_sha256": file_sha256(d_src / "metrics.json")},
                            indent=2, sort_keys=True)
             for sub in sorted(run.blobs, key=lambda s: s == ""):  # table2 first, the main metrics.json last
                 d_src, d_dst = (run.src / sub, dest / sub) if sub else (run.src, dest)

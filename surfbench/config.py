@@ -224,6 +224,11 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- runs
+def method_dir(method: str, variant: str = "") -> str:
+    """A run's folder name: ``<method>`` or ``<method>@<variant>`` (a Table 9 ablation)."""
+    return f"{method}@{variant}" if variant else method
+
+
 @dataclass(frozen=True)
 class RunId:
     """One (dataset, method[@variant], seed) run of a profile."""
@@ -235,7 +240,7 @@ class RunId:
 
     @property
     def method_dir(self) -> str:
-        return f"{self.method}@{self.variant}" if self.variant else self.method
+        return method_dir(self.method, self.variant)
 
     @staticmethod
     def parse_method_dir(method_dir: str) -> tuple[str, str]:

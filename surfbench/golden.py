@@ -32,6 +32,7 @@ import math
 from pathlib import Path
 
 from .atomic import write_json
+from .config import method_dir
 from .environment import differences, fingerprint
 from .results import load_metrics
 
@@ -70,10 +71,6 @@ def golden_dir_of(root: str | Path, profile: str) -> Path:
     return Path(root) / profile
 
 
-def _method_dir(method: str, variant: str) -> str:
-    return f"{method}@{variant}" if variant else method
-
-
 # ----------------------------------------------------------------------------- extract
 def extract(results_root: str | Path, profile: str) -> dict:
     """``{key: entry}`` with per-metric means of every run under ``results_root/profile``.
@@ -85,7 +82,7 @@ def extract(results_root: str | Path, profile: str) -> dict:
     runs: dict[str, list[dict]] = {}
     for path in sorted(root.glob("**/metrics.json")):
         blob = load_metrics(path)
-        key = golden_key(blob["dataset"], _method_dir(blob["method"], blob.get("variant", "")), blob["protocol"])
+        key = golden_key(blob["dataset"], method_dir(blob["method"], blob.get("variant") or ""), blob["protocol"])
         runs.setdefault(key, []).append(blob)
     out = {}
     for key, blobs in sorted(runs.items()):

@@ -106,7 +106,7 @@ def imported_info(metrics_path: str | Path) -> dict | None:
 
     The note names the sha256 of the ``metrics.json`` it came with: when the pipeline later recomputed that
     run here (and replaced ``metrics.json``), the stale note is ignored."""
-    import hashlib
+    from .weights import file_sha256
 
     metrics_path = Path(metrics_path)
     p = metrics_path.parent / IMPORTED_FILE
@@ -119,7 +119,7 @@ def imported_info(metrics_path: str | Path) -> dict | None:
     if not isinstance(info, dict):
         info = {}
     want = info.get("metrics_sha256")
-    if want and metrics_path.is_file() and hashlib.sha256(metrics_path.read_bytes()).hexdigest() != want:
+    if want and metrics_path.is_file() and file_sha256(metrics_path) != want:
         return None
     return info
 

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..config import method_dir
 from ..plan import main_variant_labels
 from ..results import load_metrics
 from .build import profile_notes, table_rows
@@ -202,7 +203,7 @@ class Run:
 
     @property
     def method_dir(self) -> str:
-        return self.method + (f"@{self.variant}" if self.variant else "")
+        return method_dir(self.method, self.variant)
 
     @property
     def slug(self) -> str:
