@@ -20,6 +20,7 @@ train/eval mode around it (``tests/test_curves.py``: bit-identical weights with 
 from __future__ import annotations
 
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -133,6 +134,11 @@ class CurveRecorder:
         self.curve_time = 0.0  # time spent on curve evaluations so far
         self._subset = None
         self._data_dir = data_dir
+        if self.enabled and not (Path(data_dir) / "eval.npz").exists():
+            # a training set prepared without its evaluation set (some tests): training goes on, without a curve
+            print(f"[surfbench.curve] {Path(data_dir) / 'eval.npz'} does not exist: no learning curve for this run "
+                  f"(training.curve.every = {self.every})", file=sys.stderr, flush=True)
+            self.every = 0
 
     @property
     def enabled(self) -> bool:
