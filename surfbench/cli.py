@@ -5,6 +5,7 @@
     surfbench prepare --dataset D ...       build a prepared dataset (used by Snakemake)
     surfbench report --config CONFIG        tables + leaderboard from the results store
     surfbench figure --dataset D --runs ... figure grid from runs' examples
+    surfbench curves --dataset D --runs ... learning curves (curve.csv) of a dataset's runs
     surfbench site [--config CONFIG] [--out DIR]   static leaderboard site: report/<profile>/site/
     surfbench weights [--fetch] [--from DIR] [--json]   pretrained weights of the metrics
     surfbench separate --run RUN INPUT... --out DIR      separate your own mixtures
@@ -80,6 +81,13 @@ def cmd_figure(args) -> int:
     from .report.figures import figure_grid
 
     print(figure_grid(args.runs, args.out))
+    return 0
+
+
+def cmd_curves(args) -> int:
+    from .report.curves import plot_curves
+
+    print(plot_curves(args.dataset, args.runs, args.out))
     return 0
 
 
@@ -179,6 +187,11 @@ def main(argv=None) -> int:
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_figure)
+    p = sub.add_parser("curves", help="learning curves of a dataset's runs (their curve.csv) in one plot")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--runs", nargs="+", required=True, help="run folders (results/<profile>/<dataset>/<method>/seed<k>)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_curves)
     p = sub.add_parser("site", help="static leaderboard site (tables, runs, figures, listening page, leaderboard.json)")
     p.add_argument("--config", default=None)
     p.add_argument("--config-json", default=None)

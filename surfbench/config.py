@@ -19,7 +19,8 @@ import jsonschema
 import yaml
 
 #: Keys of a resolved run config that do not change results (excluded from the hash).
-NON_SEMANTIC_TRAINING_KEYS = ("log_every", "checkpoint_every")
+#: ``curve``: the learning curves are measured beside training and never change it (tests/test_curves.py)
+NON_SEMANTIC_TRAINING_KEYS = ("log_every", "checkpoint_every", "curve")
 
 DOMAIN_OF_DATASET = {"mnist": "image", "cifar10": "image", "libri2mix": "audio"}
 

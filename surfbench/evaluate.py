@@ -60,17 +60,19 @@ def batches(shapes: list, batch_size: int) -> list[list[int]]:
 
 
 def separate_all(method, mixtures, seed: int, batch_size: int, device, progress: bool = True,
-                 references=None, evaluation: dict | None = None):
+                 references=None, evaluation: dict | None = None, noise_tag: str = "eval"):
     """Separate every evaluation mixture; item ``i`` always draws from its own noise stream.
 
     ``mixtures``: ``[N, *d]``, or a list of ``N`` items of different lengths (then a list is returned).
     With ``references`` (``[N, K, *d]`` or a list) the estimates are the method's ``separate_for_scoring`` under
-    the ``evaluation`` settings (what the evaluation scores); without, its ``separate``."""
+    the ``evaluation`` settings (what the evaluation scores); without, its ``separate``.  ``noise_tag`` names the
+    noise streams (``ItemNoise(derive_seed(seed, noise_tag), ids)``): ``eval`` for the evaluation, ``curve`` for the
+    learning curves (``surfbench.curve``)."""
     outs = []
     ragged = isinstance(mixtures, list)
     for ids in tqdm(batches([tuple(m.shape) for m in mixtures], batch_size), disable=not progress,
                     desc=f"separate {method.name}", file=sys.stderr, mininterval=2.0):
-        noise = ItemNoise(derive_seed(seed, "eval"), ids, device=device)
+        noise = ItemNoise(derive_seed(seed, noise_tag), ids, device=device)
         m = torch.stack([mixtures[i] for i in ids]).to(device)
         with torch.no_grad():
             if references is None:

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from . import environment
 from .atomic import atomic_path
 from .config import config_hash
+from .curve import CURVE_FILE, CurveRecorder
 from .data.recipes import mixtures_of_mixtures
 from .data.store import load_split
 from .method import Method, Phase, StepContext
@@ -222,8 +223,12 @@ def _set_rng_state(gen: torch.Generator, st: dict) -> None:
 
 def train(run_cfg: dict, data_dir: str | Path, out: str | Path, ckpt_dir: str | Path,
           teacher_path: str | Path | None = None, device: str = "auto", threads: int = 1,
-          progress: bool = True, stop_after: int | None = None) -> Path | None:
-    """Train one run; returns the path of ``model.pt`` (None when stopped early by ``stop_after``)."""
+          progress: bool = True, stop_after: int | None = None, evaluation: dict | None = None) -> Path | None:
+    """Train one run; returns the path of ``model.pt`` (None when stopped early by ``stop_after``).
+
+    With ``training.curve.every > 0`` the run writes its learning curve to ``curve.csv`` beside ``out``
+    (:mod:`surfbench.curve`), separating under ``evaluation`` (the profile's evaluation settings; None = the
+    schema's defaults)."""
     torch.set_num_threads(threads)
     rank, world, dev = init_distributed(device)
     out, ckpt_dir = Path(out), Path(ckpt_dir)
@@ -250,8 +255,9 @@ def train(run_cfg: dict, data_dir: str | Path, out: str | Path, ckpt_dir: str | 
     history: list[tuple[int, str, float]] = []
     envs = [environment.capture(dev)]  # every environment this training ran in (a resumed run may span several)
     if method.student is not None and total > 0 and cls.training_data != "none":
+        curve = CurveRecorder(run_cfg, data_dir, out.parent / CURVE_FILE, evaluation, dev, trainset.domain)
         history = _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, dev, progress, stop_after,
-                        envs)
+                        envs, curve)
         if history is None:
             return None
     if rank == 0:
@@ -274,7 +280,8 @@ def train(run_cfg: dict, data_dir: str | Path, out: str | Path, ckpt_dir: str | 
     return out
 
 
-def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, dev, progress, stop_after, envs):
+def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, dev, progress, stop_after, envs,
+          curve: CurveRecorder | None = None):
     tcfg = run_cfg["training"]
     if tcfg["batch_size"] % world:
         raise TrainingError(f"training.batch_size={tcfg['batch_size']} is not divisible by the {world} processes")
@@ -303,6 +310,8 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
         stream.load(st["stream"][rank])
         _set_rng_state(gen, st["rng"][rank])
         step, history = st["step"], st["history"]
+        if curve is not None:
+            curve.load(st.get("curve"))  # the rows up to the checkpoint; later ones are measured again
         earlier = [e for e in st.get("environments", []) if environment.fingerprint(e) != environment.fingerprint(envs[-1])]
         envs[:0] = earlier
         if rank == 0:
@@ -312,6 +321,9 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
     bar = tqdm(total=total, initial=step, disable=not progress or rank != 0, dynamic_ncols=True, mininterval=2.0,
                file=sys.stderr, desc=f"{cls.name}")
     t0, s0 = time.time(), step
+    if curve is not None and curve.enabled and rank == 0:
+        curve.write()  # a resumed run's curve.csv holds exactly the checkpoint's rows again
+    t_mark = time.time()
     while step < total:
         pi = int(np.searchsorted(bounds, step, side="right") - 1)
         phase = phases[pi]
@@ -324,6 +336,15 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
         lv = optimisation_step(method, batch, ctx, opt, params)
         step += 1
         history.append((step, phase.name, lv))
+        if curve is not None and curve.enabled:
+            now = time.time()
+            curve.train_time += now - t_mark
+            if curve.due(step, total):
+                if rank == 0:
+                    curve.record(method, step)
+                if world > 1:
+                    dist.barrier()
+            t_mark = time.time()
         if rank == 0:
             rate = (step - s0) / max(time.time() - t0, 1e-9)
             bar.set_postfix_str(f"phase={phase.name} loss={lv:.4g} {rate:.2f} steps/s", refresh=False)
@@ -332,7 +353,7 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
                 print(f"[{cls.name}] step {step}/{total} phase={phase.name} loss={lv:.5g} {rate:.2f} steps/s",
                       file=sys.stderr, flush=True)
         if step % tcfg["checkpoint_every"] == 0 or step == total or step in bounds:
-            _checkpoint(ckpt, method, opt, stream, gen, step, history, run_cfg, rank, world, envs)
+            _checkpoint(ckpt, method, opt, stream, gen, step, history, run_cfg, rank, world, envs, curve)
         if stop_after is not None and step >= stop_after and step < total:
             bar.close()
             return None
@@ -340,7 +361,7 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
     return history
 
 
-def _checkpoint(path, method, opt, stream, gen, step, history, run_cfg, rank, world, envs):
+def _checkpoint(path, method, opt, stream, gen, step, history, run_cfg, rank, world, envs, curve=None):
     streams, rngs = [stream.state()], [_rng_state(gen)]
     if world > 1:
         streams, rngs = [None] * world, [None] * world
@@ -357,6 +378,7 @@ def _checkpoint(path, method, opt, stream, gen, step, history, run_cfg, rank, wo
             "rng": rngs,
             "history": history,
             "environments": envs,
+            "curve": curve.state() if curve is not None and curve.enabled else None,
         }, path)
 
 
@@ -372,11 +394,17 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     ap.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (testing resume)")
+    ap.add_argument("--eval-config-json", default=None,
+                    help="the profile's `evaluation` section as JSON: the learning curve separates under it "
+                         "(training.curve; default: the schema's defaults)")
     a = ap.parse_args(argv)
     try:
         run_cfg = yaml.safe_load(Path(a.run_config).read_text())
+        import json
+
+        evaluation = json.loads(a.eval_config_json) if a.eval_config_json else None
         train(run_cfg, a.data, a.out, a.ckpt_dir, a.teacher, a.device, a.threads, progress=not a.no_progress,
-              stop_after=a.stop_after)
+              stop_after=a.stop_after, evaluation=evaluation)
     except (TrainingError, ValueError, FileNotFoundError) as e:
         # one paragraph naming the file/key/value and what to do; model.pt is written atomically at the end
         print(f"surfbench.train: error: {e}", file=sys.stderr)

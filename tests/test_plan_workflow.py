@@ -203,6 +203,12 @@ def test_run_priority_longest_chains_first():
     assert plan.run_priority(RunId("cifar10", "surf_self_remixing", 0, "alpha=0")) == 0
 
 
+def _curve_datasets(out: str) -> list[str]:
+    import re
+
+    return re.findall(r"output: report/[^/\s]+/curves/(\w+)\.png", out)
+
+
 def test_snakemake_dry_run_of_the_paper_profile(paper, tmp_path):
     out = _dry_run(ROOT / "config" / "paper.yaml", tmp_path)
     stats = _job_stats(out)
@@ -214,6 +220,8 @@ def test_snakemake_dry_run_of_the_paper_profile(paper, tmp_path):
     assert stats["prepare_data"] == 3
     assert stats["evaluate_table2"] == len(t2)
     assert stats["tables"] == 1
+    # learning curves (training.curve.every 5000 in the paper profile): one plot per dataset, built by `tables`
+    assert stats["curves"] == 3 and sorted(_curve_datasets(out)) == ["cifar10", "libri2mix", "mnist"]
     # the same runs, one by one
     listed = _wildcards_of(out, "train_model")
     assert Counter(listed) == Counter(runs)

@@ -103,6 +103,15 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_weights(tiny_mnist, teacher,
     ha = torch.load(ref, weights_only=False)["history"]
     hb = torch.load(out, weights_only=False)["history"]
     assert ha == hb  # the same losses, step for step
+    # the learning curve (training.curve of the ci profile: every 12 steps) continues without duplicates and
+    # equals the uninterrupted one (its clocks aside)
+    import pandas as pd
+
+    assert rc["training"]["curve"]["every"] > 0
+    ca, cb = pd.read_csv(ref.parent / "curve.csv"), pd.read_csv(out.parent / "curve.csv")
+    assert cb["step"].tolist() == sorted(set(range(12, STEPS + 1, 12)) | {STEPS})
+    cols = ["step", "metric", "value", "n_items", "method", "seed"]
+    pd.testing.assert_frame_equal(ca[cols], cb[cols])
 
 
 @pytest.mark.slow

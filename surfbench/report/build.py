@@ -62,6 +62,19 @@ def table_rows(cfg: dict, results_root: str | Path) -> pd.DataFrame:
     return pd.concat(agg, ignore_index=True)
 
 
+CURVE_NOTE = ("Learning curves: report/{profile}/curves/<dataset>.png draws every method's PSNR (images) or SI-SDR "
+              "(speech) on the first training.curve.n_items evaluation mixtures, measured during training every "
+              "training.curve.every steps, against step and training wall time.")
+
+
+def curves_enabled(cfg: dict) -> bool:
+    """Whether any level of the profile turns the learning curves on (training.curve.every > 0)."""
+    blocks = [cfg.get("training", {})] + [d.get("training", {}) for d in cfg.get("domains", {}).values()]
+    blocks += [o for d in cfg.get("domains", {}).values() for o in d.get("method_overrides", {}).values()]
+    blocks += [o for o in cfg.get("method_overrides", {}).values()]
+    return any((b.get("curve") or {}).get("every", 0) > 0 for b in blocks)
+
+
 def profile_notes(cfg: dict) -> list[str]:
     notes = [f"Profile {cfg['profile']}: seeds {', '.join(map(str, cfg['seeds']))}."]
     for ds, dcfg in cfg["datasets"].items():
@@ -69,6 +82,8 @@ def profile_notes(cfg: dict) -> list[str]:
             notes.append(FIXTURE_NOTE.format(name=PROFILE_NOTES[ds][dcfg["source"]].split(":")[0], **dcfg["fixture"]))
         elif dcfg.get("enabled", True):
             notes.append(PROFILE_NOTES[ds][dcfg["source"]])
+    if curves_enabled(cfg):
+        notes.append(CURVE_NOTE.format(profile=cfg["profile"]))
     notes.append(FID_NOTE)
     notes.append(PAIRING_NOTES[cfg["evaluation"]["image_pairing"]])
     return notes

@@ -794,6 +794,17 @@ def _build_into(cfg: dict, site: Path, results_root: Path, report_dir: Path, wor
                      f'{esc(f.stem)}"></p>')
     if not figs:
         fbody.append(f"<p>No figures in {esc(report_dir / 'figures')} yet (<code>snakemake figures</code>).</p>")
+    curves = sorted((report_dir / "curves").glob("*.png"))
+    if curves:
+        fbody.append("<h2>Learning curves</h2><p>The evaluation's PSNR (images) or SI-SDR (speech) of each method on the "
+                     "first <code>training.curve.n_items</code> evaluation mixtures, measured during training every "
+                     "<code>training.curve.every</code> steps: against the training step (left) and the training wall "
+                     "time without the curve's own time (right).</p>")
+        (site / "curves").mkdir(exist_ok=True)
+    for f in curves:
+        shutil.copy2(f, site / "curves" / f.name)
+        fbody.append(f'<h3>{esc(f.stem)}</h3><p class="figure"><img src="curves/{esc(f.name)}" alt="learning curves on '
+                     f'{esc(f.stem)}"></p>')
     _write(site / "figures.html", _page("figures", "\n".join(fbody), profile))
 
     # listen.html

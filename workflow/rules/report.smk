@@ -1,4 +1,4 @@
-# Tables (LaTeX + Markdown leaderboard + PDF where pdflatex exists) and figure grids.
+# Tables (LaTeX + Markdown leaderboard + PDF where pdflatex exists), figure grids and learning curves.
 
 TABLE_FILES = [f"{REPORT}/table{t}.tex" for t in CFG["tables"]]
 FIGURE_DATASETS = sorted({j.run.dataset for j in plan.eval_jobs(CFG) if j.protocol == "table1"})
@@ -40,9 +40,35 @@ rule figure:
         "{PY} -m surfbench.cli figure --dataset {wildcards.dataset} --runs {params.runs} --out {output} > {log} 2>&1"
 
 
+# Learning curves (training.curve): every main run of a dataset (teachers included) in one plot. curve.csv is
+# written by the training job beside model.pt but is not a declared output: a run trained without a curve
+# (curve.every 0, a method with nothing to train, a model trained before curves existed) stays a complete,
+# valid result and is named under the plot as "no curve" rather than retrained.
+def curve_runs(dataset: str) -> list:
+    return [r for r in plan.runs(CFG) if r.dataset == dataset and not r.variant]
+
+
+CURVE_DATASETS = sorted({r.dataset for r in plan.runs(CFG) if not r.variant
+                         and resolve_run(CFG, r)["training"]["curve"]["every"] > 0})
+
+
+rule curves:
+    input:
+        lambda wc: [f"{run_dir(r)}/model.pt" for r in curve_runs(wc.dataset)],
+    output:
+        report(f"{REPORT}/curves/{{dataset}}.png", caption="../report/curves.rst", category="Figures"),
+    log:
+        f"{LOGS}/report/curves_{{dataset}}.log",
+    params:
+        runs=lambda wc, input: " ".join(str(Path(p).parent) for p in input),
+    shell:
+        "{PY} -m surfbench.cli curves --dataset {wildcards.dataset} --runs {params.runs} --out {output} > {log} 2>&1"
+
+
 rule figures:
     input:
         [f"{REPORT}/figures/{d}.png" for d in FIGURE_DATASETS if d != "libri2mix"],
+        [f"{REPORT}/curves/{d}.png" for d in CURVE_DATASETS],
 
 
 # The static leaderboard site (surfbench/report/site.py): tables, a page per run, figures, a listening

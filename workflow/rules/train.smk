@@ -17,6 +17,13 @@ rule run_config:
         "write_yaml_atomic(sys.argv[1], json.loads(sys.argv[2]))' {output} {params.cfg} > {log} 2>&1"
 
 
+# The learning curve (training.curve, surfbench/curve.py) separates as the evaluation does, so the training job
+# gets the profile's `evaluation` section. Not a param: it never changes model.pt (the curve changes nothing in
+# training; tests/test_curves.py), so a changed evaluation setting reruns the evaluations only, as before; the
+# curve.csv of a run trained under other evaluation settings keeps them until that run is retrained.
+CURVE_EVAL = "--eval-config-json " + as_json_arg(CFG["evaluation"])
+
+
 def teacher_model(wc):
     run = run_of(wc)
     teacher = registry().get(run.method).teacher
@@ -47,7 +54,7 @@ rule train_model:
     shell:
         "{params.launcher} surfbench.train --run-config {input.cfg} --data {params.data} --out {output} "
         "--ckpt-dir {params.ckpt} {params.teacher} --device {params.device} --threads {TORCH_THREADS} --no-progress "
-        "> {log} 2>&1"
+        "{CURVE_EVAL} > {log} 2>&1"
 
 
 rule train:
