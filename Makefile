@@ -9,6 +9,10 @@ EXTRAS ?= test
 # every dependency at an exact version, so a clone installed next year computes today's numbers
 # (`make lock` refreshes it on purpose; see the README)
 LOCK   := requirements.lock
+# installed without their dependencies (pinned in the lock all the same): tinysoundfont renders the FUSS
+# stand-in's SoundFont sounds; its one dependency, pyaudio, is for live playback (unused here) and builds
+# only against PortAudio's system headers, so it stays out of pyproject.toml's dependencies
+NO_DEPS := tinysoundfont
 
 .PHONY: setup tables test lock ci-pipeline clean-results
 
@@ -28,6 +32,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet --no-deps --constraint $(LOCK) $(NO_DEPS)
 	touch $@
 
 setup: $(VENV)/.installed
@@ -55,6 +60,7 @@ lock:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[test,slurm]'
+	$(LOCK_VENV)/bin/python -m pip install --quiet --no-deps $(NO_DEPS)
 	{ echo "# Exact versions of every dependency of surfbench[test,slurm], written by \`make lock\` on $$(date -u +%F)"; \
 	  echo "# with Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())') on $$(uname -sm). \`make setup\` installs with --constraint $(LOCK)."; \
 	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable; } > $(LOCK).tmp
