@@ -155,6 +155,16 @@ def output_slots(run_cfg: dict, n_sources: int, training_data: str = "sources") 
     return int(k)
 
 
+def random_crop(sources: torch.Tensor, length: int, gen: torch.Generator) -> torch.Tensor:
+    """``training.crop_seconds``: each item of ``sources [B, K, T]`` cut to a window of ``length`` samples placed
+    uniformly in ``[0, T - length]`` (one start per item, drawn from ``gen``); items no longer than that are kept whole."""
+    T = sources.shape[-1]
+    if length >= T:
+        return sources
+    starts = torch.randint(T - length + 1, (sources.shape[0],), generator=gen).tolist()
+    return torch.stack([x[..., s:s + length] for x, s in zip(sources, starts)])
+
+
 def make_batch(kind: str, sources: torch.Tensor, domain: str, mixit_cfg: dict, gen: torch.Generator, device,
                slots: int | None = None) -> dict:
     """What the method sees.  An unsupervised method gets mixtures only, never the sources.  A supervised one
@@ -290,6 +300,12 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
     stream = BatchStream(len(trainset), draw, world, rank, seed=derive_seed(run_cfg["seed"], "data") % (2**31))
     gen = torch.Generator()
     gen.manual_seed(derive_seed(run_cfg["seed"], "train", rank))
+    crop = None
+    if tcfg.get("crop_seconds") is not None:
+        if trainset.domain != "audio":
+            raise TrainingError(f"training.crop_seconds={tcfg['crop_seconds']} is for audio; {run_cfg['dataset']} is "
+                                f"{trainset.domain} (set it under domains.audio.training)")
+        crop = int(round(tcfg["crop_seconds"] * run_cfg["data"]["sample_rate"]))
 
     params = [p for p in method.student.parameters() if p.requires_grad]
     opt = adam(params, tcfg)
@@ -331,8 +347,10 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
                           generator=gen, device=dev)
         if ctx.phase_step == 0:
             method.on_phase_start(phase, ctx)
-        batch = make_batch(cls.training_data, trainset.get_batch(stream.next(), gen), trainset.domain, run_cfg["mixit"], gen,
-                           dev, slots=method.n_sources)
+        sources = trainset.get_batch(stream.next(), gen)
+        if crop:
+            sources = random_crop(sources, crop, gen)
+        batch = make_batch(cls.training_data, sources, trainset.domain, run_cfg["mixit"], gen, dev, slots=method.n_sources)
         lv = optimisation_step(method, batch, ctx, opt, params)
         step += 1
         history.append((step, phase.name, lv))

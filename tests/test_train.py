@@ -366,6 +366,32 @@ def test_make_batch_by_kind():
         make_batch("labels", src, "image", {}, g, "cpu")
 
 
+def test_random_crop_windows_are_uniform_contiguous_slices():
+    """training.crop_seconds: each item's window is a contiguous slice of its own clip, same start for every
+    source of the item, starts uniform over [0, T - L] (checked against the expected counts), repeatable."""
+    T, L, B = 12, 5, 4000
+    ramp = torch.arange(T, dtype=torch.float32)
+    src = torch.stack([torch.stack([ramp + 100 * b, -ramp]) for b in range(B)])  # [B, 2, T]
+    out = train_mod.random_crop(src, L, torch.Generator().manual_seed(1))
+    assert out.shape == (B, 2, L)
+    starts = out[:, 1, 0].neg().long()
+    for b in (0, 1, B - 1):
+        s = int(starts[b])
+        assert torch.equal(out[b], src[b, :, s:s + L])
+    counts = torch.bincount(starts, minlength=T - L + 1)
+    assert len(counts) == T - L + 1 and counts.min() > 0
+    expected = B / (T - L + 1)
+    assert float(((counts - expected) ** 2 / expected).sum()) < 30  # chi-square, 7 d.o.f.: p ~ 1e-4
+    again = train_mod.random_crop(src, L, torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)
+    assert train_mod.random_crop(src, T, torch.Generator()) is src  # as long as the clip: kept whole
+
+
+def test_crop_seconds_is_refused_for_images(tmp_path, base_cfg, data_dir):
+    with pytest.raises(TrainingError, match=r"training.crop_seconds=0.5 is for audio"):
+        _train(run_cfg(base_cfg, "supervised_regression", crop_seconds=0.5), data_dir, tmp_path)
+
+
 # ----------------------------------------------------------------------------- refusals
 def test_teacher_method_without_a_teacher_is_refused(tmp_path, base_cfg, data_dir):
     with pytest.raises(TrainingError, match="needs the trained mixit model"):
