@@ -141,7 +141,11 @@ def prepare_fuss(cfg: dict, dcfg: dict, out_dir: Path) -> tuple[dict, dict]:
                  "n_references": np.array([len(e.references) for e in exs], dtype=np.int64),
                  "names": np.array([e.name for e in exs])}
     # LibriSpeech + FUSS (its backgrounds from the same FUSS eval split)
-    ls = build_librispeech_fuss(ls_root, root, seed=0, n_mixtures=dcfg["n_librispeech_fuss"],
+    from .librispeech_fuss import list_utterances
+
+    n_ls = dcfg["n_librispeech_fuss"]  # at most one mixture per utterance (as n_eval_examples, at most the set)
+    n_ls = None if n_ls is None else min(n_ls, len(list_utterances(ls_root)))
+    ls = build_librispeech_fuss(ls_root, root, seed=0, n_mixtures=n_ls,
                                 length=dcfg["librispeech_fuss_length"], fuss_variant=variant)
     files = {"train.npz": {"sources": sources}, f"{EVAL_FUSS}.npz": eval_fuss, f"{EVAL_LSFUSS}.npz": ls.arrays}
     return files, {
