@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .atomic import write_yaml as write_yaml_atomic  # noqa: F401  (workflow/rules/train.smk imports this name)
 
@@ -116,8 +117,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_figure(args) -> int:
-    from .report.figures import figure_grid
+    from .report.figures import figure_grid, spectrogram_grid
 
+    if args.dataset == "table3":  # spectrograms of the Table 3 runs' separations
+        print(spectrogram_grid(args.runs, args.out))
+        return 0
     print(figure_grid(args.runs, args.out))
     return 0
 
@@ -145,8 +149,14 @@ def cmd_weights(args) -> int:
 def cmd_separate(args) -> int:
     from .separate import separate_files
 
-    for p in separate_files(args.run, args.inputs, args.out, device=args.device):
+    written = separate_files(args.run, args.inputs, args.out, device=args.device)
+    for p in written:
         print(p)
+    blob = json.loads(Path(written[-1]).read_text())
+    for item in blob["items"]:  # audio: say which outputs hold (almost) nothing
+        for q, active, lv in zip(item["outputs"], item.get("outputs_active", []), item.get("outputs_level_db_re_mixture", [])):
+            if not active:
+                print(f"{q}: inactive ({'silent' if lv is None else f'{lv:.1f} dB'} re. the mixture; {blob['inactive_rule']})")
     return 0
 
 

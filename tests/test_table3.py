@@ -277,3 +277,45 @@ def test_missing_standin_file_is_named(small_standin, tmp_path):
     cfg = load_config(ROOT / "config" / "tiny.yaml")
     with pytest.raises(BadInputError, match=victim.name):
         prepare(cfg, "fuss", root / "fuss")
+
+
+# ----------------------------------------------------------------------------- surfbench separate, figures
+def test_separate_a_table3_run_says_which_outputs_are_inactive(tmp_path, monkeypatch, capsys):
+    from surfbench.cli import main as cli_main
+
+    d = _mixture_dir(tmp_path, t=1600)
+    run = tmp_path / "run"
+    train(_tiny_run("average"), d, run / "model.pt", tmp_path / "ckpt", device="cpu", progress=False)
+    cls = registry().get("average")
+    orig = cls.separate
+
+    def one_silent(self, mixtures, noise):
+        est = orig(self, mixtures, noise)
+        est[:, 3] = 0.0
+        return est
+
+    monkeypatch.setattr(cls, "separate", one_silent)
+    wav = tmp_path / "mix.wav"
+    sf.write(wav, np.random.default_rng(0).standard_normal(1600).astype(np.float32) * 0.1, 16000, subtype="FLOAT")
+    assert cli_main(["separate", "--run", str(run), str(wav), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.wav")) == [f"mix_s{k}.wav" for k in range(1, 5)]
+    assert "mix_s4.wav: inactive (silent" in out and "mix_s1.wav: inactive" not in out
+    blob = json.loads((tmp_path / "out" / "separation.json").read_text())
+    assert blob["items"][0]["outputs_active"] == [True, True, True, False]
+
+
+def test_spectrogram_figure(tmp_path):
+    from surfbench.report.figures import spectrogram_grid
+
+    rng = np.random.default_rng(0)
+    dirs = []
+    for m in ("mixit", "surf_remixit"):
+        d = tmp_path / "audioset" / m / "seed0" / "table3"
+        src = rng.standard_normal((1, 4, 8000)).astype(np.float16) * 0.1
+        src[:, 3] = 0
+        save_npz_atomic(d / "examples.npz", mixtures=src.sum(1), sources=src, estimates=src,
+                        names=np.array(["example00000"]))
+        dirs.append(d)
+    out = spectrogram_grid(dirs, tmp_path / "t3.png")
+    assert out.stat().st_size > 10_000
