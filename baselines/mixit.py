@@ -21,7 +21,7 @@ class MixIT(Method):
     generative = False
     citation = "S. Wisdom et al., Unsupervised sound separation using mixture invariant training, NeurIPS 2020"
     training_data = "mixtures_of_mixtures"
-    tables = ("1", "2", "4", "9")
+    tables = ("1", "2", "3", "4", "9")
 
     def build(self):
         self.student = self.make_model("mixit", role="regression", n_sources=self.cfg["mixit"]["n_slots"])

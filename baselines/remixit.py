@@ -11,7 +11,7 @@ class ReMixIT(RemixingTeacher):
     generative = False
     citation = "E. Tzinis et al., RemixIT: continual self-training of speech enhancement models via bootstrapped remixing, IEEE JSTSP 2022"
     student_kind = "regression"
-    tables = ("1", "4")
+    tables = ("1", "3", "4")
 
     def training_step(self, batch, ctx):
         M = batch["mixture"]

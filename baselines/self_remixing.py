@@ -11,7 +11,7 @@ class SelfRemixing(RemixingTeacher):
     generative = False
     citation = "K. Saijo and T. Ogawa, Self-Remixing: unsupervised speech separation via separation and remixing, ICASSP 2023"
     student_kind = "regression"
-    tables = ("1", "4")
+    tables = ("1", "3", "4")
 
     def training_step(self, batch, ctx):
         M = batch["mixture"]

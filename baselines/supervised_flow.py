@@ -18,7 +18,7 @@ class SupervisedFlow(Method):
     generative = True
     citation = "R. Scheibler et al., Source separation by flow matching (FLOSS), 2025"
     training_data = "sources"
-    tables = ("1", "4")
+    tables = ("1", "3", "4")
 
     def build(self):
         self.student = self.make_model("flow")

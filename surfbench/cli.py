@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .atomic import write_yaml as write_yaml_atomic  # noqa: F401  (workflow/rules/train.smk imports this name)
 
@@ -69,6 +70,44 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+#: a data shape to build each dataset's models with (parameter counts do not depend on the audio length)
+PARAM_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "libri2mix": (32000,), "audioset": (32000,),
+                "fuss": (32000,)}
+
+
+def model_parameters(cfg: dict) -> list[dict]:
+    """Trainable parameters of every model a profile builds: one row per (dataset, role, spec)."""
+    from . import plan
+    from .config import RunId, resolve_run
+    from .nn import build_model
+
+    rows, seen = [], set()
+    for run in plan.runs(cfg):
+        r = resolve_run(cfg, run)
+        k = r["training"].get("output_slots") or 2
+        for role_key, spec in sorted(r["models"].items()):
+            n_out = r["mixit"]["n_slots"] if role_key == "mixit" else k
+            key = (run.dataset, role_key, json.dumps(spec, sort_keys=True), n_out)
+            if key in seen or role_key == "score":
+                continue
+            seen.add(key)
+            role = "regression" if role_key == "mixit" else role_key
+            model = build_model(spec, role, n_out, PARAM_SHAPES[run.dataset])
+            n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            rows.append({"dataset": run.dataset, "role": role_key, "spec": spec, "output_slots": n_out, "parameters": n})
+            del model
+    return rows
+
+
+def cmd_params(args) -> int:
+    cfg = _load_cfg(args)
+    rows = model_parameters(cfg)
+    for r in rows:
+        spec = ", ".join(f"{k}={v}" for k, v in r["spec"].items())
+        print(f"{r['dataset']:10s} {r['role']:10s} {r['parameters'] / 1e6:9.2f}M  ({spec}; {r['output_slots']} output slots)")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report.build import build_report
 
@@ -78,8 +117,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_figure(args) -> int:
-    from .report.figures import figure_grid
+    from .report.figures import figure_grid, spectrogram_grid
 
+    if args.dataset == "table3":  # spectrograms of the Table 3 runs' separations
+        print(spectrogram_grid(args.runs, args.out))
+        return 0
     print(figure_grid(args.runs, args.out))
     return 0
 
@@ -107,8 +149,14 @@ def cmd_weights(args) -> int:
 def cmd_separate(args) -> int:
     from .separate import separate_files
 
-    for p in separate_files(args.run, args.inputs, args.out, device=args.device):
+    written = separate_files(args.run, args.inputs, args.out, device=args.device)
+    for p in written:
         print(p)
+    blob = json.loads(Path(written[-1]).read_text())
+    for item in blob["items"]:  # audio: say which outputs hold (almost) nothing
+        for q, active, lv in zip(item["outputs"], item.get("outputs_active", []), item.get("outputs_level_db_re_mixture", [])):
+            if not active:
+                print(f"{q}: inactive ({'silent' if lv is None else f'{lv:.1f} dB'} re. the mixture; {blob['inactive_rule']})")
     return 0
 
 
@@ -173,11 +221,14 @@ def main(argv=None) -> int:
     p.add_argument("config")
     p.set_defaults(fn=cmd_validate)
     p = sub.add_parser("prepare", help="build a prepared dataset")
-    p.add_argument("--dataset", required=True, choices=["mnist", "cifar10", "libri2mix"])
+    p.add_argument("--dataset", required=True, choices=["mnist", "cifar10", "libri2mix", "audioset", "fuss"])
     p.add_argument("--config", default=None)
     p.add_argument("--config-json", default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_prepare)
+    p = sub.add_parser("params", help="parameter count of every model a profile builds (e.g. Table 8's MB-TFLocoformer)")
+    p.add_argument("--config", default=None)
+    p.set_defaults(fn=cmd_params)
     p = sub.add_parser("report", help="write the tables from the results store")
     p.add_argument("--config", default=None)
     p.add_argument("--config-json", default=None)

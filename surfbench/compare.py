@@ -25,7 +25,7 @@ import pandas as pd
 
 from .atomic import write_json
 
-PROTOCOL_TABLE = {"table1": "1", "table2": "2", "table4": "4"}
+PROTOCOL_TABLE = {"table1": "1", "table2": "2", "table3": "3", "table4": "4"}
 KEY = ["table", "dataset", "method", "variant", "metric"]
 
 

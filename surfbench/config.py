@@ -22,7 +22,9 @@ import yaml
 #: ``curve``: the learning curves are measured beside training and never change it (tests/test_curves.py)
 NON_SEMANTIC_TRAINING_KEYS = ("log_every", "checkpoint_every", "curve")
 
-DOMAIN_OF_DATASET = {"mnist": "image", "cifar10": "image", "libri2mix": "audio"}
+DOMAIN_OF_DATASET = {"mnist": "image", "cifar10": "image", "libri2mix": "audio",
+                     # Table 3: AudioSet (mixtures only) trains the unsupervised rows, FUSS train the supervised one
+                     "audioset": "audio", "fuss": "audio"}
 
 
 class ConfigError(ValueError):
@@ -294,7 +296,8 @@ def resolve_run(cfg: dict, run: RunId) -> dict:
         "variant": run.variant,
         "seed": run.seed,
         "training": training,
-        "models": copy.deepcopy(dom.get("models", {})),
+        # a role named in dataset_overrides.<ds>.models replaces the domain's spec of that role whole
+        "models": {**copy.deepcopy(dom.get("models", {})), **copy.deepcopy(ds.get("models", {}))},
         "sampler": copy.deepcopy(cfg["sampler"]),
         "mixit": copy.deepcopy(cfg["mixit"]),
         "basis": deep_merge(cfg["basis"], ds.get("basis", {})),

@@ -4,7 +4,11 @@ Protocols:
 
 * ``table1`` — image datasets, ``eval.npz``: PSNR, SSIM, LPIPS, FID (+ IS), per separated image;
 * ``table2`` — CIFAR-10, ``eval_table2.npz``: Inception Score and FID of all separated images;
-* ``table4`` — speech, ``eval.npz``: SI-SDR, ESTOI, PESQ, DNSMOS.
+* ``table4`` — speech, ``eval.npz``: SI-SDR, ESTOI, PESQ, DNSMOS;
+* ``table3`` — universal sound separation, the prepared ``fuss`` dataset (:mod:`surfbench.data.table3`):
+  FUSS eval scored with :mod:`surfbench.metrics.fuss` exactly as ``surfbench score-fuss`` scores it
+  (1S, 2Si, 3Si, 4Si, Under, Equal, Over; per-example rows in ``fuss_examples.csv``), and LibriSpeech + FUSS
+  with the speech metrics on the speech estimate (``datasets.fuss.speech_output``).
 
 Randomness is drawn per item (``ItemNoise``), so a result does not depend on the batch size.
 """
@@ -30,7 +34,13 @@ from .seeding import ItemNoise, derive_seed
 from .train import TrainingError, load_trained, pick_device
 from .weights import file_sha256
 
-PROTOCOL_SPLIT = {"table1": "eval", "table2": "eval_table2", "table4": "eval"}
+PROTOCOL_SPLIT = {"table1": "eval", "table2": "eval_table2", "table4": "eval", "table3": None}
+#: Table 3's FUSS metrics in metrics.json: key -> (the summary's group, higher is better)
+FUSS_METRICS = {"fuss_1s": ("1S", True), "fuss_2si": ("2Si", True), "fuss_3si": ("3Si", True),
+                "fuss_4si": ("4Si", True), "fuss_msi": ("MSi", True),
+                "under": ("under", False), "equal": ("equal", True), "over": ("over", False)}
+#: Table 3's LibriSpeech + FUSS metrics are the speech metrics under this prefix (lsfuss_si_sdr, ...)
+LSFUSS_PREFIX = "lsfuss_"
 TABLE2_METRICS = ("is", "fid")
 #: speech metric names in config/tables -> the functions' registered names (surfbench.metrics.audio)
 SPEECH_METRIC_NAMES = {"si_sdr": "si_sdr", "si_sdri": "si_sdr_i", "estoi": "estoi", "pesq": "pesq_wb",
@@ -116,6 +126,148 @@ def _missing_reason(values: np.ndarray, why: dict) -> str:
     return text + (": " + "; ".join(said) + more if said else "; see the evaluation log")
 
 
+def speech_slot(est: torch.Tensor, speech: torch.Tensor, rule: str = "oracle_si_sdr") -> torch.Tensor:
+    """Which of each mixture's output slots ``est [B, K', T]`` is its speech estimate (``datasets.fuss.speech_output``).
+
+    ``oracle_si_sdr``: the slot of highest SI-SDR against the clean ``speech [B, T]`` (an oracle: it uses the
+    reference; the paper does not say how its speech estimate was chosen)."""
+    from .metrics.audio import si_sdr
+
+    if rule != "oracle_si_sdr":
+        raise EvaluationError(f"unknown datasets.fuss.speech_output {rule!r}; expected 'oracle_si_sdr'")
+    scores = si_sdr(est, speech.unsqueeze(1).expand_as(est))
+    return scores.argmax(1)
+
+
+def _summary_entry(values, higher: bool, n_boot: int, seed: int, name: str) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    out = summarize(values, higher, n_boot, seed=derive_seed(seed, "bootstrap", name) % (2**32))
+    out["n_missing"] = 0
+    return out
+
+
+def _unavailable(higher: bool, reason: str, kind: str = "item") -> dict:
+    return {"mean": None, "sem": None, "ci95": [None, None], "n": 0, "higher_is_better": higher, "kind": kind,
+            "available": False, "reason": reason, "spread": None}
+
+
+def score_fuss_estimates(names, references, n_references, estimates) -> tuple:
+    """FUSS scoring of in-memory estimates as ``surfbench score-fuss`` scores files: ``(accumulator, rows)``,
+    ``rows`` in :func:`surfbench.score_fuss.csv_header`'s columns (one per example, skipped ones included)."""
+    from .metrics.fuss import FussAccumulator
+    from .score_fuss import _row
+
+    acc = FussAccumulator()
+    rows = []
+    for name, ref, n, e in zip(names, references, n_references, estimates):
+        ex = acc.add(np.asarray(ref)[: int(n)], np.asarray(e), name=str(name))
+        rows.append(_row(str(name), ex))
+    return acc, rows
+
+
+def fuss_metrics(acc, n_boot: int, seed: int) -> dict:
+    """metrics.json entries of Table 3's FUSS columns from a :class:`~surfbench.metrics.fuss.FussAccumulator`:
+    the means are the summary's (the pooled SI-SNR / SI-SNRi of each group, the fraction of examples under-, equally
+    and over-separated), with a bootstrap interval over the pooled values / examples."""
+    from .metrics.fuss import GROUP_COUNTS
+
+    out = {}
+    for key, (group, higher) in FUSS_METRICS.items():
+        if key in ("under", "equal", "over"):
+            vals = [float(s == key) for s in acc.separations]
+            why = "no example was scored"
+        else:
+            vals = [v for c in GROUP_COUNTS[group] for v in acc.values[c]]
+            why = (f"no active reference/estimate pair among the {len(acc.separations)} scored examples with "
+                   f"{'/'.join(map(str, GROUP_COUNTS[group]))} active references")
+        out[key] = _summary_entry(vals, higher, n_boot, seed, key) if vals else _unavailable(higher, why)
+        if vals:
+            out[key]["unit"] = "" if key in ("under", "equal", "over") else "dB"
+    return out
+
+
+def evaluate_table3(run_cfg: dict, eval_cfg: dict, model_path, data_dir, out_dir, dev, progress: bool, t0: float,
+                    cls) -> Path:
+    from .atomic import write_json, write_text
+    from .data.table3 import load_eval
+    from .score_fuss import REFERENCE, csv_header
+
+    fz, ls, man = load_eval(data_dir)
+    method = load_trained(model_path, dev)
+    if method.name != cls.name:
+        raise EvaluationError(f"{model_path} holds a trained {method.name} model but the run config says method "
+                              f"{cls.name!r}; evaluate the run's own model.pt (or retrain it)")
+    slots = fz["references"].shape[1]
+    if method.n_sources != slots:
+        raise EvaluationError(f"{model_path}: method {method.name} separates into {method.n_sources} sources but "
+                              f"Table 3 scores {slots} output slots (FUSS); train it with training.output_slots: {slots}")
+    seed, n_boot = run_cfg["seed"], eval_cfg["bootstrap_samples"]
+    # FUSS eval
+    mix = torch.from_numpy(fz["mixtures"])
+    est = separate_all(method, mix, seed, eval_cfg["batch_size"], dev, progress)  # [N, 4, T]
+    acc, rows = score_fuss_estimates(fz["names"], fz["references"], fz["n_references"], est.numpy())
+    metrics = fuss_metrics(acc, n_boot, seed)
+    out_dir = Path(out_dir)
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(csv_header())
+    w.writerows(rows)
+    write_text(out_dir / "fuss_examples.csv", buf.getvalue())
+    summary = acc.summary()
+    summary.update(skipped=list(acc.skipped), reference=REFERENCE)
+    write_json(out_dir / "fuss_summary.json", summary, indent=2)
+    # LibriSpeech + FUSS: the speech estimate among the 4 outputs, then the speech metrics
+    rule = man["config"].get("speech_output", "oracle_si_sdr")
+    ls_mix, speech = torch.from_numpy(ls["mixture"]), torch.from_numpy(ls["speech"])
+    ls_est = separate_all(method, ls_mix, seed, eval_cfg["batch_size"], dev, progress, noise_tag="eval_lsfuss")
+    pick = speech_slot(ls_est, speech, rule)
+    chosen = ls_est[torch.arange(len(pick)), pick]
+    failures: dict = {}
+    values, _, _ = _speech_metrics(chosen.unsqueeze(1), speech.unsqueeze(1), eval_cfg, man["config"]["sample_rate"],
+                                   failures)
+    for name, v in values.items():
+        v = np.asarray(v, dtype=np.float64)
+        ok = np.isfinite(v)
+        key = LSFUSS_PREFIX + name
+        higher = metric_info(name).higher_is_better
+        if not ok.any():
+            metrics[key] = _unavailable(higher, f"no item could be scored ({len(v)} NaN values, see the evaluation log)")
+            continue
+        metrics[key] = _summary_entry(v[ok], higher, n_boot, seed, key)
+        metrics[key]["n_missing"] = int((~ok).sum())
+        if not ok.all():
+            metrics[key]["reason"] = _missing_reason(v, failures.get(name, {}))
+    n_f, n_l = len(rows), len(pick)
+    items = pd.concat([
+        pd.DataFrame({"set": "fuss", "example": [r[0] for r in rows], "n_ref_active": [r[1] for r in rows],
+                      "n_est_active": [r[2] for r in rows], "separation": [r[3] for r in rows]}),
+        pd.DataFrame({"set": "librispeech_fuss", "example": [str(i) for i in range(n_l)],
+                      "speech_slot": pick.numpy(), "snr_db": ls["snr_db"], **{n: values[n] for n in values}}),
+    ], ignore_index=True)
+    j = min(eval_cfg["n_figure_examples"], 2, n_f)
+    if j > 0:  # spectrogram figures: the first FUSS examples, float16 (10-s clips)
+        save_npz_atomic(out_dir / "examples.npz", mixtures=fz["mixtures"][:j].astype(np.float16),
+                        sources=fz["references"][:j].astype(np.float16), estimates=est[:j].numpy().astype(np.float16),
+                        names=fz["names"][:j])
+    prov = man.get("info", {}).get("provenance", {})
+    header = {
+        "profile": run_cfg["profile"], "dataset": run_cfg["dataset"], "method": run_cfg["method"],
+        "variant": run_cfg.get("variant", ""), "seed": seed, "protocol": "table3",
+        "config_hash": config_hash(run_cfg), "dataset_hash": man["eval_fuss_hash"],
+        "dataset_hashes": {"eval_fuss": man["eval_fuss_hash"], "eval_librispeech_fuss": man["eval_librispeech_fuss_hash"]},
+        "data_provenance": prov, "speech_output": rule,
+        "model_hash": file_sha256(Path(model_path)), "n_items": int(n_f + n_l), "n_mixtures": int(n_f + n_l),
+        "n_fuss_examples": int(n_f), "n_librispeech_fuss": int(n_l),
+        "runtime_s": round(time.time() - t0, 3), "method_info": cls.metadata(), "scoring_note": "",
+        "evaluation": eval_cfg, "environment": environment.capture(dev),
+        "training_environments": method.training_environments,
+    }
+    return write_run_results(out_dir, header=header, items=items, metrics=metrics)
+
+
 def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: str | Path, protocol: str,
              out_dir: str | Path, device: str = "auto", threads: int = 1, cache_dir: str | Path = "work/cache",
              progress: bool = True) -> Path:
@@ -125,6 +277,8 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
         raise EvaluationError(f"unknown protocol {protocol!r}; expected one of {sorted(PROTOCOL_SPLIT)}")
     cls = registry().get(run_cfg["method"])  # an unknown method fails here, before anything is written
     dev = pick_device(device)
+    if protocol == "table3":
+        return evaluate_table3(run_cfg, eval_cfg, model_path, data_dir, out_dir, dev, progress, t0, cls)
     evalset = load_split(data_dir, PROTOCOL_SPLIT[protocol])
     method = load_trained(model_path, dev)
     if method.name != cls.name:

@@ -64,7 +64,9 @@ FALLBACK_ATOL = 1e-3  # a metric registered later without an entry above (edit t
 
 
 def golden_key(dataset: str, method_dir: str, protocol: str) -> str:
-    return f"{dataset}/{method_dir}/table2" if protocol == "table2" else f"{dataset}/{method_dir}"
+    if protocol in ("table2", "table3"):  # evaluations in their own subfolder of the run
+        return f"{dataset}/{method_dir}/{protocol}"
+    return f"{dataset}/{method_dir}"
 
 
 def golden_dir_of(root: str | Path, profile: str) -> Path:

@@ -24,7 +24,10 @@ Outputs (``k`` = 1..K, the source slots in the model's order)
     the metrics, :func:`surfbench.metrics.image.to_images`), 8-bit, grayscale or RGB as the input;
     for a mixture-consistent method (sum of estimates = mixture) the average of the K images is the
     input, up to 1/255 quantisation and wherever no output pixel was clipped;
-  * audio: ``<out>/<stem>_s<k>.wav``, float32 WAV at the run's sample rate (values beyond ±1 kept);
+  * audio: ``<out>/<stem>_s<k>.wav``, float32 WAV at the run's sample rate (values beyond ±1 kept); a
+    Table 3 run writes its 4 outputs, and a mixture may hold fewer sources: every output's level re. the
+    mixture is recorded, and one below ``INACTIVE_BELOW_DB`` (-30 dB; label-free, our choice) is marked
+    inactive in ``separation.json`` and said so on the command line;
   * ``<out>/separation.json``: the run, the model file's SHA-256, the method and config hash, the
     sampler settings, the device, and input → outputs.
 
@@ -211,7 +214,9 @@ def separate_files(run_dir: str | Path, inputs, out_dir: str | Path, device: str
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     items = []
-    for p, est, nid in zip(inputs, ests, ids):
+    from .report.figures import INACTIVE_BELOW_DB, level_db
+
+    for p, est, nid, mix in zip(inputs, ests, ids, mixtures):
         outs = []
         for k in range(K):
             if domain == "image":
@@ -223,7 +228,12 @@ def separate_files(run_dir: str | Path, inputs, out_dir: str | Path, device: str
                 q = write_audio(out_dir / f"{p.stem}_s{k + 1}.wav", est[k], sr)
             outs.append(q)
         written.extend(outs)
-        items.append({"input": str(p), "input_sha256": file_sha256(p), "noise_id": nid, "outputs": [str(q) for q in outs]})
+        item = {"input": str(p), "input_sha256": file_sha256(p), "noise_id": nid, "outputs": [str(q) for q in outs]}
+        if domain == "audio":
+            levels = [level_db(est[k].numpy(), mix.numpy()) for k in range(K)]
+            item["outputs_level_db_re_mixture"] = [round(v, 2) if np.isfinite(v) else None for v in levels]
+            item["outputs_active"] = [bool(v >= INACTIVE_BELOW_DB) for v in levels]
+        items.append(item)
 
     from . import __version__
     from .config import config_hash
@@ -243,6 +253,8 @@ def separate_files(run_dir: str | Path, inputs, out_dir: str | Path, device: str
                     "evaluate_weights": cfg["training"].get("evaluate_weights")},
         "output_convention": ("PNG of K*x_k clipped to [0,1], 8-bit (surfbench.metrics.image.to_images)"
                               if domain == "image" else f"float32 WAV at {sr} Hz, the estimate x_k as is"),
+        "inactive_rule": (f"audio: an output below {INACTIVE_BELOW_DB:g} dB re. the mixture's power is inactive "
+                          f"(label-free; our choice)") if domain == "audio" else None,
         "device": str(dev),
         "runtime_s": round(time.time() - t0, 3),
         "items": items,

@@ -165,11 +165,18 @@ def random_crop(sources: torch.Tensor, length: int, gen: torch.Generator) -> tor
     return torch.stack([x[..., s:s + length] for x, s in zip(sources, starts)])
 
 
+#: what a method may be trained on when the training set holds mixtures only (AudioSet, Table 3)
+MIXTURE_ONLY_DATA = ("mixtures", "mixtures_of_mixtures", "none")
+
+
 def make_batch(kind: str, sources: torch.Tensor, domain: str, mixit_cfg: dict, gen: torch.Generator, device,
-               slots: int | None = None) -> dict:
+               slots: int | None = None, mixtures_only: bool = False) -> dict:
     """What the method sees.  An unsupervised method gets mixtures only, never the sources.  A supervised one
     with more output ``slots`` than sources gets them padded with silent (all-zero) sources, as FUSS pads
-    its references (``training.output_slots``)."""
+    its references (``training.output_slots``).  ``mixtures_only``: ``sources`` is ``[B, 1, *d]`` observed
+    mixtures (:class:`surfbench.data.store.MixtureSet`), which are never handed out as sources."""
+    if mixtures_only and kind not in MIXTURE_ONLY_DATA:
+        raise TrainingError(f"the training set holds mixtures only (no sources); training_data {kind!r} needs sources")
     if kind == "sources":
         silent = sources.new_zeros(sources.shape[0], max(0, (slots or 0) - sources.shape[1]), *sources.shape[2:])
         return {"sources": torch.cat([sources, silent], 1).to(device), "mixture": sources.sum(1).to(device)}
@@ -247,6 +254,14 @@ def train(run_cfg: dict, data_dir: str | Path, out: str | Path, ckpt_dir: str | 
     trainset = load_split(data_dir, "train")
     if trainset.domain not in cls.domains:
         raise TrainingError(f"method {cls.name} does not support the {trainset.domain} domain (dataset {run_cfg['dataset']})")
+    if getattr(trainset, "mixtures_only", False):
+        if cls.training_data not in MIXTURE_ONLY_DATA:
+            raise TrainingError(f"{Path(data_dir) / 'train.npz'} holds mixtures only (dataset {run_cfg['dataset']}: no "
+                                f"sources), but method {cls.name} trains on {cls.training_data!r}; train it on a dataset "
+                                f"with sources (Table 3: Supervised Flow on datasets.fuss)")
+        if not tcfg.get("output_slots"):
+            raise TrainingError(f"dataset {run_cfg['dataset']} holds mixtures only, so it gives no number of sources: "
+                                f"set training.output_slots (Table 3: 4) in dataset_overrides.{run_cfg['dataset']}.training")
 
     # identical initial weights on every rank
     torch.manual_seed(derive_seed(run_cfg["seed"], "init"))
@@ -350,7 +365,8 @@ def _loop(method, cls, phases, total, trainset, run_cfg, ckpt_dir, rank, world, 
         sources = trainset.get_batch(stream.next(), gen)
         if crop:
             sources = random_crop(sources, crop, gen)
-        batch = make_batch(cls.training_data, sources, trainset.domain, run_cfg["mixit"], gen, dev, slots=method.n_sources)
+        batch = make_batch(cls.training_data, sources, trainset.domain, run_cfg["mixit"], gen, dev, slots=method.n_sources,
+                           mixtures_only=getattr(trainset, "mixtures_only", False))
         lv = optimisation_step(method, batch, ctx, opt, params)
         step += 1
         history.append((step, phase.name, lv))

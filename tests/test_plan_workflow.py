@@ -130,17 +130,20 @@ def test_paper_plan_counts_by_hand(paper):
     t1 = _methods_of("1", "image")
     t2 = _methods_of("2", "image")
     t4 = _methods_of("4", "audio")
+    t3 = _methods_of("3", "audio")
     # the paper's rows are all planned
     assert {r.method for r in get_layout("1").rows} <= t1
     assert {r.method for r in get_layout("2").rows} <= t2
+    assert {r.method for r in get_layout("3").rows} <= t3
     assert {r.method for r in get_layout("4").rows} <= t4
     jobs = plan.eval_jobs(paper)
     by_table = Counter(j.table for j in jobs)
     n_variants = 2 * (4 + 4 + 3)   # 2 methods x (5 alphas + 5 batch sizes + 3 betas - the 2 main values)
-    assert by_table == {"1": 2 * len(t1), "2": len(t2), "4": len(t4), "9": 2 + n_variants}
-    teachers = {reg.get(m).teacher for m in t1 | t4} - {None}
-    assert teachers == {"mixit"} and "mixit" in t1 and "mixit" in t4
-    expected_runs = 2 * len(t1) + len(t4) + len(t2 - t1) + n_variants
+    assert by_table == {"1": 2 * len(t1), "2": len(t2), "3": len(t3), "4": len(t4), "9": 2 + n_variants}
+    teachers = {reg.get(m).teacher for m in t1 | t3 | t4} - {None}
+    assert teachers == {"mixit"} and "mixit" in t1 and "mixit" in t3 and "mixit" in t4
+    # Table 3: one run per row (the unsupervised ones on audioset, Supervised Flow on fuss), its own runs
+    expected_runs = 2 * len(t1) + len(t3) + len(t4) + len(t2 - t1) + n_variants
     assert len(plan.runs(paper)) == expected_runs
 
 
@@ -214,11 +217,14 @@ def test_snakemake_dry_run_of_the_paper_profile(paper, tmp_path):
     stats = _job_stats(out)
     runs = plan.runs(paper)
     t1, t2, t4 = _methods_of("1", "image"), _methods_of("2", "image"), _methods_of("4", "audio")
-    by_hand = 2 * len(t1) + len(t4) + len(t2 - t1) + 2 * (4 + 4 + 3)
+    t3 = _methods_of("3", "audio")
+    by_hand = 2 * len(t1) + len(t3) + len(t4) + len(t2 - t1) + 2 * (4 + 4 + 3)
     assert stats["train_model"] == len(runs) == by_hand
     assert stats["run_config"] == len(runs)
-    assert stats["prepare_data"] == 3
+    assert stats["prepare_data"] == 5  # mnist, cifar10, libri2mix, audioset, fuss (real data: no stand-in job)
+    assert "prepare_standin" not in stats
     assert stats["evaluate_table2"] == len(t2)
+    assert stats["evaluate_table3"] == len(t3)
     assert stats["tables"] == 1
     # learning curves (training.curve.every 5000 in the paper profile): one plot per dataset, built by `tables`
     assert stats["curves"] == 3 and sorted(_curve_datasets(out)) == ["cifar10", "libri2mix", "mnist"]

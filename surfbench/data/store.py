@@ -26,6 +26,7 @@ from .recipes import basis_pairs
 N_SOURCES = 2  # every dataset of Tables 1, 2, 4 and 9 has two-source mixtures
 IMAGE_DATASETS = ("mnist", "cifar10")
 AUDIO_DATASETS = ("libri2mix",)
+TABLE3_DATASETS = ("audioset", "fuss")  # surfbench/data/table3.py
 
 
 def array_hash(arrays: dict[str, np.ndarray]) -> str:
@@ -76,6 +77,13 @@ def prepare(cfg: dict, dataset: str, out_dir: str | Path) -> dict:
 
         files, info = prepare_speech(cfg, dcfg, out_dir)
         for name, arrays in files.items():  # train.npz, then eval.npz
+            manifest[f"{Path(name).stem}_hash"] = save_npz_atomic(out_dir / name, **arrays)
+        manifest.update(info)
+    elif dataset in TABLE3_DATASETS:
+        from .table3 import prepare_audioset, prepare_fuss
+
+        files, info = (prepare_audioset if dataset == "audioset" else prepare_fuss)(cfg, dcfg, out_dir)
+        for name, arrays in files.items():
             manifest[f"{Path(name).stem}_hash"] = save_npz_atomic(out_dir / name, **arrays)
         manifest.update(info)
     else:
@@ -162,6 +170,10 @@ def load_split(data_dir: str | Path, split: str) -> SourceSet:
     h = array_hash(arrays)
     if "librimix_index" in arrays:
         return _librimix_train(arrays["librimix_index"], h)
+    if "mixtures" in arrays and "sources" not in arrays:  # AudioSet: mixtures only
+        mix = arrays["mixtures"]
+        _check_finite(mix, data_dir / f"{split}.npz")
+        return MixtureSet("audio", 1, tuple(mix.shape[1:]), h, _audio=mix[:, None])
     if "offsets" in arrays:
         flat, offsets = arrays["sources_flat"], arrays["offsets"]
         _check_finite(flat, data_dir / f"{split}.npz")
@@ -178,6 +190,15 @@ def load_split(data_dir: str | Path, split: str) -> SourceSet:
         return SourceSet("image", pairs.shape[1], tuple(imgs.shape[1:]), h, _images=imgs, _pairs=pairs)
     imgs = arrays["images"]
     return SourceSet("image", imgs.shape[1], tuple(imgs.shape[2:]), h, _images=imgs)
+
+
+class MixtureSet(SourceSet):
+    """A training set of observed mixtures only (AudioSet): ``get_batch`` gives ``[B, 1, *d]``, each item one
+    mixture in a single slot, so ``sum(1)`` is the mixture, as for a source set.  It holds no sources: the
+    trainer hands it only to methods whose ``training_data`` is ``mixtures`` or ``mixtures_of_mixtures``
+    (:func:`surfbench.train.make_batch` refuses the others)."""
+
+    mixtures_only = True
 
 
 def _check_finite(a: np.ndarray, path: Path) -> None:

@@ -121,3 +121,72 @@ def figure_grid(runs: list[str | Path], out: str | Path, max_rows: int = 6) -> P
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")
     return out
+
+
+# ----------------------------------------------------------------------------- Table 3: spectrograms
+#: an output slot is drawn as inactive (and `surfbench separate` says so) below this level re. the mixture
+#: (label-free; the FUSS metric's own rule, 20 dB under the quietest active reference, needs the references)
+INACTIVE_BELOW_DB = -30.0
+
+
+def level_db(x: np.ndarray, ref: np.ndarray) -> float:
+    """Power of ``x`` relative to ``ref`` in dB (-inf for silence)."""
+    p, q = float(np.mean(np.square(x, dtype=np.float64))), float(np.mean(np.square(ref, dtype=np.float64)))
+    return float("-inf") if p == 0 else 10.0 * np.log10(p / max(q, 1e-20))
+
+
+def _spectrogram(x: np.ndarray, n_fft: int = 512, hop: int = 256) -> np.ndarray:
+    import torch
+
+    s = torch.stft(torch.from_numpy(np.asarray(x, dtype=np.float32)), n_fft, hop, window=torch.hann_window(n_fft),
+                   return_complex=True).abs()
+    return 20 * np.log10(s.numpy() + 1e-6)
+
+
+def spectrogram_grid(run_dirs, out, example: int = 0, sample_rate: int = 16000) -> Path:
+    """Table 3's figure: log-magnitude spectrograms of one FUSS eval example: the mixture and its references (first
+    row), then each method's 4 outputs (one row per run, paper order; an inactive output, below
+    :data:`INACTIVE_BELOW_DB` re. the mixture, titled so).  ``run_dirs``: the runs' ``table3`` evaluation folders
+    (holding ``examples.npz``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dirs = sorted((Path(r) for r in run_dirs), key=lambda d: _order(d.parent))
+    blobs = [(d, _load_npz(d / "examples.npz")) for d in dirs if (d / "examples.npz").exists()]
+    if not blobs:
+        raise FileNotFoundError(f"no examples.npz in {', '.join(map(str, dirs))}; run the Table 3 evaluations first")
+    first = blobs[0][1]
+    mix, refs = first["mixtures"][example].astype(np.float32), first["sources"][example].astype(np.float32)
+    k = refs.shape[0]
+    fig, axes = plt.subplots(len(blobs) + 1, k + 1, figsize=(2.2 * (k + 1), 1.6 * (len(blobs) + 1)), squeeze=False)
+    vmax = _spectrogram(mix).max()
+    kw = dict(origin="lower", aspect="auto", cmap="magma", vmin=vmax - 80, vmax=vmax,
+              extent=(0, mix.shape[-1] / sample_rate, 0, sample_rate / 2000))
+
+    def show(ax, x, title):
+        ax.imshow(_spectrogram(x), **kw)
+        ax.set_title(title, fontsize=7)
+        ax.tick_params(labelsize=5)
+
+    show(axes[0, 0], mix, f"mixture ({first['names'][example]})")
+    for j in range(k):
+        silent = not np.any(refs[j])
+        show(axes[0, j + 1], refs[j], f"reference {j + 1}" + (" (none)" if silent else ""))
+    for i, (d, b) in enumerate(blobs, start=1):
+        method = d.parent.parent.name
+        axes[i, 0].axis("off")
+        axes[i, 0].text(0.5, 0.5, f"{method}\n({d.parent.parent.parent.name})", ha="center", va="center", fontsize=8)
+        for j in range(k):
+            e = b["estimates"][example][j].astype(np.float32)
+            lv = level_db(e, mix)
+            show(axes[i, j + 1], e, f"output {j + 1}: {lv:.0f} dB" + (" (inactive)" if lv < INACTIVE_BELOW_DB else ""))
+    fig.suptitle(f"Table 3: separations of a FUSS eval example (time in s, frequency in kHz; output levels re. the "
+                 f"mixture, inactive below {INACTIVE_BELOW_DB:g} dB)", fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out

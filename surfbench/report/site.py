@@ -56,7 +56,7 @@ from .tables import KEY, TableModel, _lines_plain, _scope_text, build_model, pre
 
 LEADERBOARD_FORMAT = 1
 N_LISTEN = 3          # evaluation mixtures on the listening page (at most; fewer when fewer were saved)
-PROTOCOL_OF_TABLE = {"2": "table2", "4": "table4"}  # every other table: table1
+PROTOCOL_OF_TABLE = {"2": "table2", "3": "table3", "4": "table4"}  # every other table: table1
 
 # ----------------------------------------------------------------------------- page furniture
 CSS = """
@@ -252,7 +252,10 @@ class RunIndex:
         """The runs (one per seed) behind one table row: Table 9's main-run rows are the main run's
         own α / B / β labels (:func:`surfbench.plan.main_variant_labels`), as in the report."""
         protocol = PROTOCOL_OF_TABLE.get(table, "table1")
-        same = [r for r in self.runs if r.protocol == protocol and r.dataset == dataset and r.method == method]
+        # Table 3's column groups (fuss, librispeech_fuss) are evaluation sets of one table3 evaluation of a run
+        # trained on audioset (or fuss): the run's dataset is not the column's
+        same = [r for r in self.runs if r.protocol == protocol and (table == "3" or r.dataset == dataset)
+                and r.method == method]
         hit = [r for r in same if r.variant == variant]
         if not hit and table == "9" and variant:
             hit = []

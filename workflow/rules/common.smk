@@ -17,7 +17,7 @@ LOGS = f"logs/{PROFILE}"
 BENCH = f"benchmarks/{PROFILE}"
 
 wildcard_constraints:
-    dataset="mnist|cifar10|libri2mix",
+    dataset="mnist|cifar10|libri2mix|audioset|fuss",
     method=r"[A-Za-z0-9_]+(@[A-Za-z0-9_.=]+)?",
     seed=r"\d+",
 

@@ -8,7 +8,33 @@ def data_outputs(dataset):
     return outs
 
 
+def standin_input(wc):
+    """Table 3's datasets read the offline stand-in (when their source is standin), built once by its own job."""
+    if wc.dataset in ("audioset", "fuss") and CFG["datasets"][wc.dataset]["source"] == "standin":
+        return [f"{DATA}/standin/manifest.json"]
+    return []
+
+
+# Table 3's offline stand-in (surfbench/data/fuss_standin.py) in the real layouts: FUSS ssdata, AudioSet-like
+# clips, LibriSpeech test-clean-like utterances; the audioset and fuss data jobs read it as they read the real data
+rule prepare_standin:
+    output:
+        f"{DATA}/standin/manifest.json",
+    log:
+        f"{LOGS}/data/standin.log",
+    benchmark:
+        f"{BENCH}/data/standin.tsv"
+    params:
+        cfg=as_json_arg({"standin": CFG["standin"]}),
+        out=f"{DATA}/standin",
+    threads: 1
+    shell:
+        "{PY} -m surfbench.data.table3 --config-json {params.cfg} --out {params.out} > {log} 2>&1"
+
+
 rule prepare_data:
+    input:
+        standin_input,
     output:
         manifest=f"{DATA}/{{dataset}}/manifest.json",
     log:

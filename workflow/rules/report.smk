@@ -65,9 +65,27 @@ rule curves:
         "{PY} -m surfbench.cli curves --dataset {wildcards.dataset} --runs {params.runs} --out {output} > {log} 2>&1"
 
 
+# Table 3: spectrograms of one FUSS eval example separated by every Table 3 run (examples.npz of its evaluation)
+TABLE3_EVALS = [f"{run_dir(j.run)}/table3/metrics.json" for j in plan.eval_jobs(CFG) if j.protocol == "table3"]
+
+
+rule figure_table3:
+    input:
+        TABLE3_EVALS,
+    output:
+        report(f"{REPORT}/figures/table3.png", caption="../report/figure.rst", category="Figures"),
+    log:
+        f"{LOGS}/report/figure_table3.log",
+    params:
+        runs=lambda wc, input: " ".join(str(Path(p).parent) for p in input),
+    shell:
+        "{PY} -m surfbench.cli figure --dataset table3 --runs {params.runs} --out {output} > {log} 2>&1"
+
+
 rule figures:
     input:
         [f"{REPORT}/figures/{d}.png" for d in FIGURE_DATASETS if d != "libri2mix"],
+        [f"{REPORT}/figures/table3.png"] if TABLE3_EVALS else [],
         [f"{REPORT}/curves/{d}.png" for d in CURVE_DATASETS],
 
 
