@@ -20,8 +20,14 @@ Conventions and choices (each stated where it is implemented):
   catches it per item, stores NaN for that item and emits one warning listing
   the failed items and reasons (``strict=True`` re-raises instead), so one
   silent reference cannot abort a whole evaluation.
-* **DNSMOS P.835 OVRL** via ``speechmos`` (``dnsmos.run(x, 16000)['ovrl_mos']``),
-  non-intrusive (no reference).  speechmos refuses samples outside [-1, 1].
+* **DNSMOS P.835 OVRL** by ``speechmos``'s scorer (its ``DNSMOS`` class: the
+  features, windows and polynomial fit of ``dnsmos.run(x, 16000)['ovrl_mos']``),
+  non-intrusive (no reference), on ONNX Runtime sessions this module opens from
+  the models speechmos ships, with a set thread count: 1 per worker process, so
+  that the pool scales (speechmos's own sessions take every core); the torch
+  thread count when run inline.  ORT's sums depend on the thread count in the
+  last bits (OVRL moves by up to ~2e-7; the same count gives the same numbers
+  every run).  speechmos refuses samples outside [-1, 1].
   DNSMOS is level-dependent, so inputs are **not** normalised in general: a clip
   whose peak exceeds 1 is scaled by ``1/peak`` (to peak exactly 1), every other
   clip is passed unchanged.  Clips shorter than 9.01 s are tiled by speechmos
@@ -176,21 +182,59 @@ def dnsmos_input(x) -> tuple[np.ndarray, float]:
     return a, 1.0
 
 
-def dnsmos_ovrl(est, sr: int = 16000) -> float:
-    """DNSMOS P.835 overall MOS via ``speechmos.dnsmos.run``; peaks above 1 handled by :func:`dnsmos_input`."""
-    from speechmos import dnsmos
+#: This process's DNSMOS scorers by ONNX Runtime intra-op thread count (see :func:`_dnsmos_model`).
+_DNSMOS_MODELS: dict = {}
 
+
+def _dnsmos_model(threads: int):
+    """speechmos's ``DNSMOS`` scorer on ONNX Runtime sessions of ``threads`` intra-op threads (built once per count).
+
+    The object is speechmos's own class, so its ``__call__`` (tiling to 9.01 s, 1-s hop windows,
+    P.808 mel features, polynomial fit, mean OVRL) scores the clip exactly as ``dnsmos.run`` does;
+    only the sessions are ours.  They replace speechmos's ``DNSMOS.__init__``
+    (speechmos/dnsmos.py lines 17-20: ``InferenceSession(path)`` with default options) for the
+    models ``dnsmos.run`` picks for ``model_type="dnsmos"`` (lines 106-107, 114-115).
+    """
+    model = _DNSMOS_MODELS.get(threads)
+    if model is None:
+        import onnxruntime as ort
+        from speechmos import dnsmos
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1  # only the parallel execution mode uses it; sessions run sequentially
+        cpu = ["CPUExecutionProvider"]  # what speechmos's sessions (no providers given) run on too
+        folder = os.path.join(os.path.dirname(os.path.abspath(dnsmos.__file__)), "dnsmos_models")
+        model = dnsmos.DNSMOS.__new__(dnsmos.DNSMOS)
+        model.primary_model_path = os.path.join(folder, "sig_bak_ovr.onnx")
+        model.onnx_sess = ort.InferenceSession(model.primary_model_path, sess_options=opts, providers=cpu)
+        model.p808_onnx_sess = ort.InferenceSession(os.path.join(folder, "model_v8.onnx"), sess_options=opts,
+                                                    providers=cpu)
+        _DNSMOS_MODELS[threads] = model
+    return model
+
+
+def dnsmos_ovrl(est, sr: int = 16000, threads: int | None = None) -> float:
+    """DNSMOS P.835 overall MOS as ``speechmos.dnsmos.run(x, 16000)['ovrl_mos']``; peaks above 1 handled by
+    :func:`dnsmos_input`.
+
+    ``threads``: ONNX Runtime intra-op threads; default (the inline choice) this process's torch
+    thread count, the job's thread budget.  Worker processes of :func:`evaluate_speech` use 1.
+    """
     if int(sr) != 16000:
         raise ValueError(f"dnsmos_ovrl: DNSMOS needs 16 kHz audio, got sr={sr}; resample first")
+    n = torch.get_num_threads() if threads is None else int(threads)
+    if n < 1:
+        raise ValueError(f"dnsmos_ovrl: threads must be >= 1, got {threads}")
     a, _ = dnsmos_input(est)
-    return float(dnsmos.run(a, 16000)["ovrl_mos"])
+    return float(_dnsmos_model(n)(a, 16000, False)["ovrl_mos"])  # False: not the personalised DNSMOS
 
 
 # ----------------------------------------------------------------------------- batch evaluation
 
 def _cpu_chunk(args) -> dict:
-    """Worker task: CPU metrics for a list of items ``(index, est, ref)``."""
-    items, sr, names = args
+    """Worker task: CPU metrics for a list of items ``(index, est, ref)``; DNSMOS on ``threads`` ORT threads."""
+    items, sr, names, threads = args
     out: dict = {n: [] for n in names}
     errors: list = []
     for idx, e, r in items:
@@ -203,7 +247,7 @@ def _cpu_chunk(args) -> dict:
                 out["pesq_wb"].append(float("nan"))
                 errors.append((idx, str(err)))
         if "dnsmos_ovrl" in names:
-            out["dnsmos_ovrl"].append(dnsmos_ovrl(e, sr))
+            out["dnsmos_ovrl"].append(dnsmos_ovrl(e, sr, threads))
     return {"values": out, "pesq_errors": errors}
 
 
@@ -212,18 +256,13 @@ _INHERITED_KEEPALIVE: list = []
 
 
 def _worker_init() -> None:
-    # A forked worker must not use the parent's onnxruntime session (its thread
-    # pool does not survive fork), and must not free it either (destroying its
-    # inherited thread pool blocks forever): keep a reference, and let speechmos
-    # build a fresh session in this process.
-    try:
-        from speechmos import dnsmos
-
-        if dnsmos.dnsmos is not None:
-            _INHERITED_KEEPALIVE.append(dnsmos.dnsmos)
-            dnsmos.dnsmos = None
-    except Exception:
-        pass
+    # A forked worker must not use the parent's onnxruntime sessions (their thread
+    # pools do not survive fork), and must not free them either (destroying an
+    # inherited thread pool blocks forever or kills the worker; the latter seen
+    # as BrokenProcessPool with a 3-thread session): keep references, and let
+    # _dnsmos_model build fresh sessions in this process.
+    _INHERITED_KEEPALIVE.extend(_DNSMOS_MODELS.values())
+    _DNSMOS_MODELS.clear()
 
 
 def default_workers() -> int:
@@ -247,7 +286,9 @@ def evaluate_speech(est, ref, mix, sr: int = 16000, workers: int | None = None,
     ``metrics``: subset of :data:`SPEECH_METRICS` (default: all).  ``workers``:
     processes for ESTOI/PESQ/DNSMOS (default: one per core; 1 runs inline);
     results do not depend on it (bit-exact, except ESTOI, whose numpy sums vary
-    in the last bit with memory alignment even within one process).  PESQ failures become NaN with a warning
+    in the last bit with memory alignment even within one process, and DNSMOS
+    when torch runs on more than one thread: inline DNSMOS uses that many ONNX
+    Runtime threads, a worker 1, and OVRL moves by up to ~2e-7).  PESQ failures become NaN with a warning
     (``strict=True`` raises instead); ``failures``, when given, receives ``{metric: {item: why}}``.
     """
     names = tuple(SPEECH_METRICS if metrics is None else metrics)
@@ -284,7 +325,7 @@ def evaluate_speech(est, ref, mix, sr: int = 16000, workers: int | None = None,
             raise ValueError(f"evaluate_speech: workers must be >= 1, got {workers}")
         n_workers = min(n_workers, len(items))
         if n_workers == 1:
-            results = [_cpu_chunk((items, sr, cpu))]
+            results = [_cpu_chunk((items, sr, cpu, None))]  # DNSMOS on the torch thread count
         else:
             # Small chunks keep both workers busy to the end; order is restored below.
             size = max(1, len(items) // (n_workers * 4))
@@ -293,7 +334,8 @@ def evaluate_speech(est, ref, mix, sr: int = 16000, workers: int | None = None,
                 _warm_librosa()  # compile librosa's numba kernels once here; forked workers inherit them
             ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
             with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_worker_init) as ex:
-                results = list(ex.map(_cpu_chunk, [(c, sr, cpu) for c in chunks]))
+                # one ORT thread per worker: n_workers processes share the cores, none spreads over them all
+                results = list(ex.map(_cpu_chunk, [(c, sr, cpu, 1) for c in chunks]))
         errors = [err for res in results for err in res["pesq_errors"]]
         if failures is not None and errors:
             failures["pesq_wb"] = {int(i): f"mixture {i // k}, source {i % k}: {why}" for i, why in errors}
