@@ -139,10 +139,15 @@ def speech_slot(est: torch.Tensor, speech: torch.Tensor, rule: str = "oracle_si_
     return scores.argmax(1)
 
 
-def _summary_entry(values, higher: bool, n_boot: int, seed: int, name: str) -> dict:
+def _item_summary(values, higher: bool, n_boot: int, seed: int, name: str, why: dict) -> dict:
+    """metrics.json entry of a per-item metric with at least one finite value: the summary of the finite ones, how many
+    are missing and, if any, why (``why``: ``{item: reason}``)."""
     values = np.asarray(values, dtype=np.float64)
-    out = summarize(values, higher, n_boot, seed=derive_seed(seed, "bootstrap", name) % (2**32))
-    out["n_missing"] = 0
+    ok = np.isfinite(values)
+    out = summarize(values[ok], higher, n_boot, seed=derive_seed(seed, "bootstrap", name) % (2**32))
+    out["n_missing"] = int((~ok).sum())
+    if not ok.all():  # e.g. PESQ finds no utterance in a silent estimate: said, never hidden
+        out["reason"] = _missing_reason(values, why)
     return out
 
 
@@ -155,13 +160,13 @@ def score_fuss_estimates(names, references, n_references, estimates) -> tuple:
     """FUSS scoring of in-memory estimates as ``surfbench score-fuss`` scores files: ``(accumulator, rows)``,
     ``rows`` in :func:`surfbench.score_fuss.csv_header`'s columns (one per example, skipped ones included)."""
     from .metrics.fuss import FussAccumulator
-    from .score_fuss import _row
+    from .score_fuss import example_row
 
     acc = FussAccumulator()
     rows = []
     for name, ref, n, e in zip(names, references, n_references, estimates):
         ex = acc.add(np.asarray(ref)[: int(n)], np.asarray(e), name=str(name))
-        rows.append(_row(str(name), ex))
+        rows.append(example_row(str(name), ex))
     return acc, rows
 
 
@@ -180,7 +185,7 @@ def fuss_metrics(acc, n_boot: int, seed: int) -> dict:
             vals = [v for c in GROUP_COUNTS[group] for v in acc.values[c]]
             why = (f"no active reference/estimate pair among the {len(acc.separations)} scored examples with "
                    f"{'/'.join(map(str, GROUP_COUNTS[group]))} active references")
-        out[key] = _summary_entry(vals, higher, n_boot, seed, key) if vals else _unavailable(higher, why)
+        out[key] = _item_summary(vals, higher, n_boot, seed, key, {}) if vals else _unavailable(higher, why)
         if vals:
             out[key]["unit"] = "" if key in ("under", "equal", "over") else "dB"
     return out
@@ -188,9 +193,8 @@ def fuss_metrics(acc, n_boot: int, seed: int) -> dict:
 
 def evaluate_table3(run_cfg: dict, eval_cfg: dict, model_path, data_dir, out_dir, dev, progress: bool, t0: float,
                     cls) -> Path:
-    from .atomic import write_json, write_text
     from .data.table3 import load_eval
-    from .score_fuss import REFERENCE, csv_header
+    from .score_fuss import write_outputs
 
     fz, ls, man = load_eval(data_dir)
     method = load_trained(model_path, dev)
@@ -208,17 +212,7 @@ def evaluate_table3(run_cfg: dict, eval_cfg: dict, model_path, data_dir, out_dir
     acc, rows = score_fuss_estimates(fz["names"], fz["references"], fz["n_references"], est.numpy())
     metrics = fuss_metrics(acc, n_boot, seed)
     out_dir = Path(out_dir)
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(csv_header())
-    w.writerows(rows)
-    write_text(out_dir / "fuss_examples.csv", buf.getvalue())
-    summary = acc.summary()
-    summary.update(skipped=list(acc.skipped), reference=REFERENCE)
-    write_json(out_dir / "fuss_summary.json", summary, indent=2)
+    write_outputs(out_dir, acc, rows)
     # LibriSpeech + FUSS: the speech estimate among the 4 outputs, then the speech metrics
     rule = man["config"].get("speech_output", "oracle_si_sdr")
     ls_mix, speech = torch.from_numpy(ls["mixture"]), torch.from_numpy(ls["speech"])
@@ -236,10 +230,7 @@ def evaluate_table3(run_cfg: dict, eval_cfg: dict, model_path, data_dir, out_dir
         if not ok.any():
             metrics[key] = _unavailable(higher, f"no item could be scored ({len(v)} NaN values, see the evaluation log)")
             continue
-        metrics[key] = _summary_entry(v[ok], higher, n_boot, seed, key)
-        metrics[key]["n_missing"] = int((~ok).sum())
-        if not ok.all():
-            metrics[key]["reason"] = _missing_reason(v, failures.get(name, {}))
+        metrics[key] = _item_summary(v, higher, n_boot, seed, key, failures.get(name, {}))
     n_f, n_l = len(rows), len(pick)
     items = pd.concat([
         pd.DataFrame({"set": "fuss", "example": [r[0] for r in rows], "n_ref_active": [r[1] for r in rows],
@@ -323,11 +314,8 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
         if not ok.any():
             unavailable[name] = f"no item could be scored ({len(values)} NaN values, see the evaluation log)"
             continue
-        metrics[name] = summarize(values[ok], metric_info(name).higher_is_better, eval_cfg["bootstrap_samples"],
-                                  seed=derive_seed(run_cfg["seed"], "bootstrap", name) % (2**32))
-        metrics[name]["n_missing"] = int((~ok).sum())
-        if not ok.all():  # e.g. PESQ finds no utterance in a silent estimate: said, never hidden
-            metrics[name]["reason"] = _missing_reason(values, item_failures.get(name, {}))
+        metrics[name] = _item_summary(values, metric_info(name).higher_is_better, eval_cfg["bootstrap_samples"],
+                                      run_cfg["seed"], name, item_failures.get(name, {}))
     for name, value in set_level.items():
         if name.endswith("_std") or name in unavailable or not isinstance(value, (int, float)):
             continue  # spreads ride along with their metric; unavailable ones are recorded below
@@ -336,9 +324,7 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
                          "higher_is_better": metric_info(name).higher_is_better, "kind": "set", "available": True,
                          "reason": "", "spread": float(spread) if spread is not None else None}
     for name, reason in unavailable.items():
-        metrics[name] = {"mean": None, "sem": None, "ci95": [None, None], "n": 0,
-                         "higher_is_better": metric_info(name).higher_is_better, "kind": metric_info(name).kind,
-                         "available": False, "reason": str(reason), "spread": None}
+        metrics[name] = _unavailable(metric_info(name).higher_is_better, str(reason), metric_info(name).kind)
 
     out_dir = Path(out_dir)
     if est is not None and eval_cfg["n_figure_examples"] > 0 and protocol != "table2":

@@ -126,7 +126,8 @@ def _fmt(v: float) -> str:
     return f"{float(v):.6f}"
 
 
-def _row(name: str, ex: FussExample | None) -> list:
+def example_row(name: str, ex: FussExample | None) -> list:
+    """The ``fuss_examples.csv`` row of one example (:func:`csv_header`'s columns); ``ex`` None: skipped."""
     if ex is None:
         return [name, "", "", "skipped"] + [""] * (6 * NUM_SLOTS)
     row = [name, ex.n_ref_active, ex.n_est_active, ex.separation]
@@ -157,7 +158,13 @@ def score_fuss(list_path, estimates_dir, out_dir, sample_rate: int = SAMPLE_RATE
     rows = []
     for item in tqdm(items, disable=not progress, desc="score-fuss", unit="ex", dynamic_ncols=True):
         refs, ests = read_example(item, estimates_dir, sample_rate)
-        rows.append(_row(item.name, acc.add(refs, ests, name=item.name)))
+        rows.append(example_row(item.name, acc.add(refs, ests, name=item.name)))
+    return write_outputs(out_dir, acc, rows, list=str(list_path), estimates=str(estimates_dir), sample_rate=sample_rate)
+
+
+def write_outputs(out_dir, acc: FussAccumulator, rows: list, **about) -> dict:
+    """Write ``fuss_examples.csv`` (``rows``, :func:`example_row`) and ``fuss_summary.json`` (``acc``'s summary,
+    the skipped examples, ``about`` and the reference followed) into ``out_dir``; return the summary."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(csv_header())
@@ -165,8 +172,7 @@ def score_fuss(list_path, estimates_dir, out_dir, sample_rate: int = SAMPLE_RATE
     out = Path(out_dir)
     write_text(out / "fuss_examples.csv", buf.getvalue())
     summary = acc.summary()
-    summary.update(skipped=list(acc.skipped), list=str(list_path), estimates=str(estimates_dir),
-                   sample_rate=sample_rate, reference=REFERENCE)
+    summary.update(skipped=list(acc.skipped), **about, reference=REFERENCE)
     write_json(out / "fuss_summary.json", summary, indent=2)
     return summary
 

@@ -197,13 +197,13 @@ def test_speech_estimate_is_the_oracle_slot_and_metrics_match():
 
 # ----------------------------------------------------------------------------- the rendered table
 def _write_result(root, dataset, method, supervised, values):
-    from surfbench.evaluate import _summary_entry
+    from surfbench.evaluate import _item_summary
 
     out = root / "t3" / dataset / method / "seed0" / "table3"
     metrics = {}
     for k, v in values.items():
         higher = k not in ("under", "over")
-        metrics[k] = _summary_entry([v, v], higher, 100, 0, k)
+        metrics[k] = _item_summary([v, v], higher, 100, 0, k, {})
     header = {"profile": "t3", "dataset": dataset, "method": method, "variant": "", "seed": 0, "protocol": "table3",
               "n_items": 2, "method_info": {"display_name": method, "supervised": supervised, "generative": False}}
     write_run_results(out, header=header, items=pd.DataFrame({"x": [0]}), metrics=metrics)
