@@ -254,7 +254,7 @@ def evaluate_table3(run_cfg: dict, eval_cfg: dict, model_path, data_dir, out_dir
         "n_fuss_examples": int(n_f), "n_librispeech_fuss": int(n_l),
         "runtime_s": round(time.time() - t0, 3), "method_info": cls.metadata(), "scoring_note": "",
         "evaluation": eval_cfg, "environment": environment.capture(dev),
-        "training_environments": method.training_environments,
+        "training_environments": method.training_environments, "train_hash": method.train_hash,
     }
     return write_run_results(out_dir, header=header, items=items, metrics=metrics)
 
@@ -341,6 +341,7 @@ def evaluate(run_cfg: dict, eval_cfg: dict, model_path: str | Path, data_dir: st
         "scoring_note": method.scoring_note(eval_cfg, k),  # e.g. how MixIT's slots were reduced: footnoted in tables
         "evaluation": eval_cfg,  # the resolved evaluation settings, beside the run's config.yaml
         "environment": environment.capture(dev), "training_environments": method.training_environments,
+        "train_hash": method.train_hash,
     }
     return write_run_results(out_dir, header=header, items=items, metrics=metrics)
 

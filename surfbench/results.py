@@ -13,7 +13,9 @@
      "evaluation": {...},                   # the profile's evaluation settings it ran with (image_pairing,
                                             # extra_slots, batch_size, ...; absent before they were recorded)
      "environment": {...},                  # the evaluation's (surfbench.environment.capture)
-     "training_environments": [{...}, ...]} # the training's, one per environment it ran in (null: unknown)
+     "training_environments": [{...}, ...], # the training's, one per environment it ran in (null: unknown)
+     "train_hash": ...}                     # content hash of the training set the model was trained on (the
+                                            # manifest's train_hash; Table 3: the AudioSet clips; absent before)
 
 Version 1 had no ``environment`` / ``training_environments``; it loads with both ``null``.
 

@@ -108,6 +108,7 @@ def load_trained(path: str | Path, device: torch.device | str = "cpu") -> Method
         mods[k].load_state_dict(sd)
     method.eval_modules()
     method.training_environments = blob.get("environments")  # None in models made before they were recorded
+    method.train_hash = blob.get("train_hash")  # the training set's content hash (store.array_hash)
     return method
 
 

@@ -141,3 +141,18 @@ def test_the_image_pairing_setting_reaches_the_metrics_and_the_tables_notes(cfg,
         assert ImageEvalOptions.from_any(options).pairing == pairing
         note = profile_notes({**cfg, "evaluation": ecfg})[-1]
         assert ("best mean PSNR" in note) == (pairing == "psnr") and note.startswith("Image metrics pair")
+
+
+def test_results_name_the_training_set(trained, data, tmp_path, no_weights):
+    """metrics.json records the content hash of the set the model trained on (Table 3: AudioSet, which the
+    evaluation sets do not identify), equal to the prepared data's manifest and to an independent re-hash."""
+    import numpy as np
+
+    from surfbench.data.store import array_hash
+
+    res = _eval(trained, data, tmp_path / "t1h", "table1")
+    manifest = json.loads((data / "manifest.json").read_text())
+    with np.load(data / "train.npz") as z:
+        rehash = array_hash({k: z[k] for k in z.files})
+    assert res["train_hash"] == manifest["train_hash"] == rehash
+    assert res["train_hash"] != res["dataset_hash"]
