@@ -36,6 +36,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	touch $@
 
 setup: $(VENV)/.installed
+	@scripts/sound-packages.sh
 
 tables: setup
 	. $(BIN)/activate && snakemake --cores $(CORES) tables --configfile config/$(PROFILE).yaml
