@@ -306,3 +306,27 @@ def test_loop_to_and_pcm16():
     assert q.tolist() == [16384, -8192, 1]
     with pytest.raises(ValueError, match="clip"):
         fs.to_pcm16(np.array([1.0]))
+
+
+def test_short_clip_standin_is_read_at_its_own_length(pool, tmp_path):
+    """standin.fuss_clip_seconds (paper-smoke): the Table 3 data step reads the length from the stand-in's
+    manifest; FUSS's own 10-s reader refuses such a clip, naming it."""
+    from surfbench.config import load_config
+    from surfbench.data.store import prepare
+    from pathlib import Path
+
+    root = tmp_path / "data"
+    fs.build_standin(root / "standin", pool=pool, fuss_examples={"train": 2, "validation": 1, "eval": 2},
+                     fuss_clip_seconds=0.25, audioset_clips=1, librispeech_utterances=2, librispeech_speakers=1,
+                     pool_speech=6, seed=3)
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "tiny.yaml")
+    cfg["datasets"]["fuss"].update(n_eval_examples=None, n_librispeech_fuss=None, train_clip_seconds=0.25)
+    m = prepare(cfg, "fuss", root / "fuss")
+    n = int(0.25 * SR)
+    with np.load(root / "fuss" / "eval_fuss.npz") as z:
+        assert z["mixtures"].shape == (2, n) and z["references"].shape == (2, 4, n)
+    with np.load(root / "fuss" / "eval_librispeech_fuss.npz") as z:
+        assert z["mixture"].shape == (2, n)
+    assert m["info"]["librispeech_fuss"]["fuss_clip_seconds"] == 0.25 and m["n_train_mixtures"] == 2
+    with pytest.raises(BadInputError, match=r"example00000\.wav.*160000 samples"):
+        fuss.FussDataset(root / "standin", "eval", fs.FUSS_VARIANT)[0]

@@ -45,8 +45,8 @@ def test_plan_table3_jobs_tiny_and_paper():
             assert resolve_run(cfg, by_method[m].run)["training"]["output_slots"] == 4
 
 
-def test_plan_ci_and_paper_smoke_have_no_table3():
-    for profile in ("ci", "paper-smoke"):
+def test_plan_ci_profiles_have_no_table3():
+    for profile in ("ci", "paper-smoke-ci"):
         cfg = load_config(ROOT / "config" / f"{profile}.yaml")
         assert not [j for j in plan.eval_jobs(cfg) if j.table == "3"]
         assert not {"audioset", "fuss"} & set(plan.datasets(cfg))

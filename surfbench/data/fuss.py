@@ -144,14 +144,18 @@ class FussDataset:
     """The examples of one FUSS split, read lazily: ``len(ds)``, ``ds[i]``, ``for ex in ds``.
 
     ``variant``: ``"ssdata_reverb"`` (default, see the module docstring) or ``"ssdata"``.
+    ``clip_seconds``: the length every file must have, FUSS's 10 s unless a stand-in was written with shorter
+    clips (``standin.fuss_clip_seconds``, for CPU smoke runs of the paper's models).
     The list and the layout are checked on construction; each file when its example is read.
     """
 
-    def __init__(self, root, split: str = "eval", variant: str = DEFAULT_VARIANT, sample_rate: int = SAMPLE_RATE):
+    def __init__(self, root, split: str = "eval", variant: str = DEFAULT_VARIANT, sample_rate: int = SAMPLE_RATE,
+                 clip_seconds: float = CLIP_SECONDS):
         self.root = Path(root)
         self.split = split
         self.variant = variant
         self.sample_rate = int(sample_rate)
+        self.clip_samples = int(round(clip_seconds * self.sample_rate))
         self.list_path = check_layout(root, split, variant)
         self.items = read_list(self.list_path)
 
@@ -159,7 +163,7 @@ class FussDataset:
         return len(self.items)
 
     def __getitem__(self, i: int) -> FussExample:
-        return read_example(self.items[i], self.sample_rate, self.sample_rate * CLIP_SECONDS)
+        return read_example(self.items[i], self.sample_rate, self.clip_samples)
 
     def __iter__(self) -> Iterator[FussExample]:
         for i in range(len(self)):

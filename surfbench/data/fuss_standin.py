@@ -46,9 +46,10 @@ recipe, the counts, and ``content_hash``: a sha256 over every written file's pat
 same config, seed and pool give the same bytes.
 
 **Clip lengths.**  :class:`surfbench.data.fuss.FussDataset` and
-:func:`surfbench.data.librispeech_fuss.build_librispeech_fuss` accept only 10-s FUSS clips
-(``fuss.CLIP_SECONDS``), so ``fuss_clip_seconds`` must stay 10 for them (another length is written
-and can be read with ``fuss.read_example(item, n_samples=None)``).  The AudioSet reader takes any
+:func:`surfbench.data.librispeech_fuss.build_librispeech_fuss` require every FUSS clip to be exactly
+``clip_seconds`` long, FUSS's 10 s (``fuss.CLIP_SECONDS``) by default; a stand-in written with a shorter
+``fuss_clip_seconds`` (paper-smoke: the Table 8 model cannot be evaluated on 10-s clips on a CPU) is read
+with that length, which the Table 3 data step takes from this manifest.  The AudioSet reader takes any
 ``clip_seconds`` (it cuts or pads each file), so ``audioset_clip_seconds`` may be shorter.
 """
 from __future__ import annotations

@@ -182,8 +182,10 @@ def build_librispeech_fuss(librispeech_root, fuss_root, seed, *, n_mixtures: int
                            length: str = "fuss", pairing: str = "random",
                            fuss_variant: str = fuss.DEFAULT_VARIANT, fuss_split: str = "eval",
                            subset: str = SUBSET, snr_range_db: tuple[float, float] = SNR_RANGE_DB,
-                           sample_rate: int = SAMPLE_RATE) -> LibriSpeechFussSet:
-    """Build the set from ``seed`` (see the module docstring for the choices)."""
+                           sample_rate: int = SAMPLE_RATE, clip_seconds: float = fuss.CLIP_SECONDS) -> LibriSpeechFussSet:
+    """Build the set from ``seed`` (see the module docstring for the choices).
+
+    ``clip_seconds``: the FUSS clips' length (10 s; shorter only for a stand-in written so)."""
     from .store import array_hash
 
     if length not in LENGTHS:
@@ -202,7 +204,7 @@ def build_librispeech_fuss(librispeech_root, fuss_root, seed, *, n_mixtures: int
     snr_rng = np.random.default_rng(derive_seed("librispeech_fuss", seed, "snr"))
     snrs = snr_rng.uniform(lo_db, hi_db, size=n)
 
-    clip = sample_rate * fuss.CLIP_SECONDS
+    clip = int(round(sample_rate * clip_seconds))
     bg_cache: dict[int, np.ndarray] = {}
     mixes, speeches, bgs, lengths = [], [], [], []
     for k in range(n):
@@ -231,6 +233,7 @@ def build_librispeech_fuss(librispeech_root, fuss_root, seed, *, n_mixtures: int
                 "snr_range_db": [lo_db, hi_db], "peak": PEAK, "sample_rate": sample_rate,
                 "librispeech_root": str(librispeech_root), "librispeech_subset": subset,
                 "fuss_root": str(fuss_root), "fuss_variant": fuss_variant, "fuss_split": fuss_split,
+                "fuss_clip_seconds": clip / sample_rate,
                 "utterances": [utts[int(i)][0] for i in utt_idx],
                 "fuss_examples": [items[int(j)].name for j in bg_idx],
                 "content_hash": h}

@@ -40,6 +40,7 @@ def standin_config(cfg: dict) -> dict:
     s = cfg["standin"]
     return {"seed": s["seed"], "fuss_examples": {"train": s["fuss_train"], "validation": s["fuss_validation"],
                                                   "eval": s["fuss_eval"]},
+            "fuss_clip_seconds": s["fuss_clip_seconds"],
             "audioset_clips": s["audioset_clips"], "librispeech_utterances": s["librispeech_utterances"],
             "librispeech_speakers": s["librispeech_speakers"]}
 
@@ -104,17 +105,19 @@ def prepare_audioset(cfg: dict, dcfg: dict, out_dir: Path) -> tuple[dict, dict]:
                  "provenance": prov, "reader": aman}}
 
 
-def _fuss_roots(dcfg: dict, out_dir: Path) -> tuple[Path, str, Path, dict]:
+def _fuss_roots(dcfg: dict, out_dir: Path) -> tuple[Path, str, Path, float, dict]:
+    """``(FUSS root, variant, LibriSpeech root, clip seconds, provenance)``; a stand-in's clip length is the one
+    its manifest says it was written with (``standin.fuss_clip_seconds``), real FUSS's is 10 s."""
     if dcfg["source"] == "standin":
         sdir = _standin_dir(out_dir)
         man = read_standin_manifest(sdir)
-        return sdir, FUSS_VARIANT, sdir, provenance(man, sdir)
+        return sdir, FUSS_VARIANT, sdir, float(man["config"]["fuss_clip_seconds"]), provenance(man, sdir)
     missing = [k for k in ("root", "librispeech_root") if not dcfg[k]]
     if missing:
         raise BadInputError(f"datasets.fuss.{missing[0]} is not set: source 'real' needs the FUSS root (holding "
                             f"{dcfg['variant']}/) and the LibriSpeech root (holding LibriSpeech/test-clean/)",
                             f"datasets.fuss.{missing[0]}")
-    return Path(dcfg["root"]), dcfg["variant"], Path(dcfg["librispeech_root"]), {
+    return Path(dcfg["root"]), dcfg["variant"], Path(dcfg["librispeech_root"]), float(fuss_io.CLIP_SECONDS), {
         "source": "real", "root": str(dcfg["root"]), "variant": dcfg["variant"],
         "librispeech_root": str(dcfg["librispeech_root"])}
 
@@ -124,16 +127,16 @@ def prepare_fuss(cfg: dict, dcfg: dict, out_dir: Path) -> tuple[dict, dict]:
     from ..metrics.fuss import NUM_SLOTS, pad_references
     from .librispeech_fuss import build_librispeech_fuss
 
-    root, variant, ls_root, prov = _fuss_roots(dcfg, out_dir)
+    root, variant, ls_root, clip_s, prov = _fuss_roots(dcfg, out_dir)
     sr = dcfg["sample_rate"]
     # Supervised Flow's training set: FUSS train windows, padded to 4 slots
-    train = fuss_io.FussDataset(root, dcfg["supervised_train_split"], variant, sr)
+    train = fuss_io.FussDataset(root, dcfg["supervised_train_split"], variant, sr, clip_s)
     n_train = len(train) if dcfg["n_train_examples"] is None else min(len(train), dcfg["n_train_examples"])
     win = int(round(dcfg["train_clip_seconds"] * sr))
     pieces = [p for i in range(n_train) for p in _pieces(pad_references(train[i].references, NUM_SLOTS), win)]
     sources = np.stack(pieces).astype(np.float32)
     # FUSS eval
-    ev = fuss_io.FussDataset(root, "eval", variant, sr)
+    ev = fuss_io.FussDataset(root, "eval", variant, sr, clip_s)
     n_eval = len(ev) if dcfg["n_eval_examples"] is None else min(len(ev), dcfg["n_eval_examples"])
     exs = [ev[i] for i in range(n_eval)]
     eval_fuss = {"mixtures": np.stack([e.mixture for e in exs]).astype(np.float32),
@@ -146,7 +149,7 @@ def prepare_fuss(cfg: dict, dcfg: dict, out_dir: Path) -> tuple[dict, dict]:
     n_ls = dcfg["n_librispeech_fuss"]  # at most one mixture per utterance (as n_eval_examples, at most the set)
     n_ls = None if n_ls is None else min(n_ls, len(list_utterances(ls_root)))
     ls = build_librispeech_fuss(ls_root, root, seed=0, n_mixtures=n_ls,
-                                length=dcfg["librispeech_fuss_length"], fuss_variant=variant)
+                                length=dcfg["librispeech_fuss_length"], fuss_variant=variant, clip_seconds=clip_s)
     files = {"train.npz": {"sources": sources}, f"{EVAL_FUSS}.npz": eval_fuss, f"{EVAL_LSFUSS}.npz": ls.arrays}
     return files, {
         "n_sources": NUM_SLOTS, "n_train_mixtures": len(sources), "n_train_examples": n_train,
