@@ -92,6 +92,8 @@ def test_preparing_holds_a_few_clips_not_all(tmp_path):
     """64 clips of 2 s (an 8.2 MB array): numpy's allocations, traced, peak at a small part of it."""
     src = _clip_folder(tmp_path / "clips", n_files=64, seconds=(2.0, 2.0))
     cfg = _audioset_cfg(src, clip_seconds=2.0)
+    warm = _clip_folder(tmp_path / "warm", n_files=2)  # the modules the data step imports on first use, not traced
+    prepare(_audioset_cfg(warm), "audioset", tmp_path / "warm_audioset")
     tracemalloc.start()
     try:
         man = prepare(cfg, "audioset", tmp_path / "audioset")
