@@ -17,7 +17,8 @@ from surfbench.audio_io import BadInputError
 from surfbench.config import RunId, load_config, resolve_run
 from surfbench.data import fuss_standin as fs
 from surfbench.data import sound_pool as sp
-from surfbench.data.store import MixtureSet, load_split, prepare, save_npz_atomic
+from surfbench.data.store import (RAW_INDEX, MixtureSet, load_split, parse_raw_index, prepare, raw_index_array,
+                                  save_npz_atomic, write_raw_rows)
 from surfbench.evaluate import (FUSS_METRICS, LSFUSS_PREFIX, fuss_metrics, score_fuss_estimates, speech_slot)
 from surfbench.registry import registry
 from surfbench.results import write_run_results
@@ -62,9 +63,12 @@ def test_paper_profile_builds_the_table8_model():
 
 # ----------------------------------------------------------------------------- no sources for unsupervised rows
 def _mixture_dir(tmp_path, n=8, t=800):
+    """An AudioSet-like training set in the data step's layout: mixtures in a raw file indexed by train.npz."""
     d = tmp_path / "audioset"
     rng = np.random.default_rng(0)
-    save_npz_atomic(d / "train.npz", mixtures=(0.1 * rng.standard_normal((n, t))).astype(np.float32))
+    mixtures = (0.1 * rng.standard_normal((n, t))).astype(np.float32)
+    index = write_raw_rows(d / "train_mixtures.f32", "mixtures", ((f"clip{i}", m) for i, m in enumerate(mixtures)))
+    save_npz_atomic(d / "train.npz", **{RAW_INDEX: raw_index_array(index)})
     (d / "manifest.json").write_text("{}")
     return d
 
@@ -72,7 +76,7 @@ def _mixture_dir(tmp_path, n=8, t=800):
 def test_mixture_only_set_never_hands_out_sources(tmp_path):
     d = _mixture_dir(tmp_path)
     with np.load(d / "train.npz") as z:
-        assert set(z.files) == {"mixtures"}
+        assert set(z.files) == {RAW_INDEX} and parse_raw_index(z[RAW_INDEX])["key"] == "mixtures"
     ts = load_split(d, "train")
     assert isinstance(ts, MixtureSet) and ts.mixtures_only and ts.n_sources == 1
     x = ts.get_batch([0, 1, 2, 3])

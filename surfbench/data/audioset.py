@@ -29,9 +29,9 @@ their defaults:
 
 :func:`load_audioset` returns ``(mixtures [N, T] float32, manifest)``; the manifest records the
 choices, the counts, the bad / dropped / ignored files (paths relative to a folder source), the
-file of every clip and :func:`surfbench.data.store.array_hash` of the mixtures, for the data
-step to put into its own manifest.  :func:`iter_audioset` yields clip by clip and fills a
-manifest as it goes (for collections too large to hold in memory).
+file of every clip and :func:`surfbench.data.store.array_hash` of the mixtures.
+:func:`iter_audioset` yields clip by clip and fills a manifest as it goes: the data step
+(:func:`surfbench.data.table3.prepare_audioset`) streams it to disk, never holding the collection.
 """
 from __future__ import annotations
 

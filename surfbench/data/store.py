@@ -8,6 +8,13 @@
 * ``manifest.json`` — provenance, counts and the content hash of each file.
 
 The content hash (of the arrays, not the zip container) goes into every result.
+
+Table 3's training arrays (AudioSet ``mixtures [N, T]``: ~170 GB at paper scale; FUSS ``sources [N, 4, T]``:
+~51 GB) are never held whole in memory, at any scale: :func:`write_raw_rows` writes them row by row to a raw
+float32 file beside ``train.npz`` (``train_mixtures.f32`` / ``train_sources.f32``, C order, no header), and
+``train.npz`` holds only its index (``raw_index``: file, key, dtype, shape, content hash).  :func:`load_split`
+opens that file read-only with ``np.memmap``, so a batch reads only its rows.  The content hash is
+:func:`array_hash` of ``{key: the whole array}``, as when the array itself was in ``train.npz``.
 """
 from __future__ import annotations
 
@@ -15,11 +22,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 
-from ..atomic import write_json, write_npz
+from ..atomic import atomic_path, write_json, write_npz
+from ..audio_io import BadInputError
 from ..seeding import derive_seed
 from .recipes import basis_pairs
 
@@ -39,9 +48,66 @@ def array_hash(arrays: dict[str, np.ndarray]) -> str:
 
 
 def save_npz_atomic(path: Path, /, **arrays) -> str:
-    """Write ``arrays`` as an ``.npz`` (:func:`surfbench.atomic.write_npz`); returns their :func:`array_hash`."""
+    """Write ``arrays`` as an ``.npz`` (:func:`surfbench.atomic.write_npz`); returns their :func:`array_hash`,
+    or for a streamed array's index (``raw_index``) the content hash of the array it describes."""
     write_npz(path, **arrays)
+    if RAW_INDEX in arrays:
+        return parse_raw_index(arrays[RAW_INDEX])["content_hash"]
     return array_hash(arrays)
+
+
+# ----------------------------------------------------------------------------- streamed training arrays
+RAW_INDEX = "raw_index"  #: train.npz key of a streamed array's index (JSON bytes, as ``librimix_index``)
+HASH_CHUNK = 1 << 20     #: bytes read at a time when hashing a written raw file
+
+
+def write_raw_rows(path: Path, key: str, rows: Iterable[tuple[str, np.ndarray]]) -> dict:
+    """Write the float32 rows of an array ``[N, *row]`` to the raw file ``path``, one at a time; returns its
+    index (``file``: the name, ``key``, ``dtype``, ``shape``, ``content_hash``) for ``train.npz``.
+
+    ``rows`` yields ``(what, row)``: ``what`` names the row's source file in errors.  N is counted as rows
+    come.  Every row must have the first row's shape and be finite: NaN/Inf are refused here, naming the
+    source file, so that the loader need not scan the whole array (``read_audio`` already refuses them in an
+    audio file; this also catches any made on the way).  The file is written through
+    :func:`surfbench.atomic.atomic_path`: an interrupted or failed write leaves no file under ``path``.
+    ``content_hash`` is :func:`array_hash` of ``{key: the whole array}``; that hash puts the shape, N
+    included, before the bytes, so it is computed by reading the finished file back in ``HASH_CHUNK``
+    pieces before the rename (memory stays a few rows whatever N is).
+    """
+    path = Path(path)
+    dtype = np.dtype(np.float32)
+    row_shape, n = None, 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            for what, row in rows:
+                row = np.ascontiguousarray(row, dtype=dtype)
+                if row_shape is None:
+                    row_shape = row.shape
+                elif row.shape != row_shape:
+                    raise ValueError(f"{what}: a row of shape {row.shape} for {path.name}, whose rows are {row_shape}")
+                if not np.isfinite(row).all():
+                    raise BadInputError(f"{what}: {int((~np.isfinite(row)).sum())} NaN/Inf value(s) in the data "
+                                        f"made from this file; fix or leave out the file", what)
+                f.write(row.data)
+                n += 1
+        if row_shape is None:
+            raise ValueError(f"{path}: no rows to write")
+        shape = (n, *row_shape)
+        h = hashlib.sha256(f"{key}:{dtype.str}:{shape}".encode())  # array_hash's header, then the bytes
+        buf = memoryview(bytearray(HASH_CHUNK))
+        with open(tmp, "rb") as f:
+            while got := f.readinto(buf):
+                h.update(buf[:got])
+    return {"file": path.name, "key": key, "dtype": dtype.str, "shape": list(shape), "content_hash": h.hexdigest()}
+
+
+def raw_index_array(index: dict) -> np.ndarray:
+    """The index of :func:`write_raw_rows` as train.npz stores it (``{RAW_INDEX: raw_index_array(index)}``)."""
+    return np.frombuffer(json.dumps(index, sort_keys=True).encode(), np.uint8)
+
+
+def parse_raw_index(a: np.ndarray) -> dict:
+    return json.loads(bytes(a).decode())
 
 
 def _rng(*parts) -> np.random.Generator:
@@ -167,10 +233,12 @@ def load_split(data_dir: str | Path, split: str) -> SourceSet:
     """``split`` in {"train", "eval", "eval_table2"}."""
     data_dir = Path(data_dir)
     arrays = _load_npz(data_dir / f"{split}.npz")
+    if RAW_INDEX in arrays:  # Table 3's training arrays, streamed from disk
+        return _open_raw(data_dir / f"{split}.npz", parse_raw_index(arrays[RAW_INDEX]))
     h = array_hash(arrays)
     if "librimix_index" in arrays:
         return _librimix_train(arrays["librimix_index"], h)
-    if "mixtures" in arrays and "sources" not in arrays:  # AudioSet: mixtures only
+    if "mixtures" in arrays and "sources" not in arrays:  # AudioSet prepared before the streamed layout
         mix = arrays["mixtures"]
         _check_finite(mix, data_dir / f"{split}.npz")
         return MixtureSet("audio", 1, tuple(mix.shape[1:]), h, _audio=mix[:, None])
@@ -205,6 +273,25 @@ def _check_finite(a: np.ndarray, path: Path) -> None:
     if not np.isfinite(a).all():
         bad = int((~np.isfinite(a)).sum())
         raise ValueError(f"{path}: {bad} NaN/Inf values in the sources; the prepared data is corrupt — delete it and rerun `snakemake data`")
+
+
+def _open_raw(npz: Path, index: dict) -> SourceSet:
+    """The set of a streamed array (:func:`write_raw_rows`): a read-only ``np.memmap`` of its raw file, checked
+    against the index's size; ``content_hash`` comes from the index (no re-hashing), and NaN/Inf were refused
+    when the file was written, so the array is not scanned here."""
+    path = npz.parent / index["file"]
+    shape, dtype = tuple(index["shape"]), np.dtype(index["dtype"])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    size = path.stat().st_size if path.is_file() else None
+    if size != expected:
+        found = "is missing" if size is None else f"holds {size} bytes"
+        raise ValueError(f"{path} {found}, but {npz.name} indexes {index['key']} {list(shape)} {dtype} = {expected} "
+                         f"bytes there (truncated, or left by another data step): delete it with the rest of "
+                         f"{npz.parent} and rerun `snakemake data`")
+    a = np.memmap(path, dtype=dtype, mode="r", shape=shape)
+    if index["key"] == "mixtures":  # AudioSet: mixtures only
+        return MixtureSet("audio", 1, shape[1:], index["content_hash"], _audio=a[:, None])
+    return SourceSet("audio", shape[1], shape[2:], index["content_hash"], _audio=a)
 
 
 class _LibriTrainSet(SourceSet):

@@ -3,15 +3,21 @@ and LibriSpeech + FUSS (eval), from the offline stand-in or from real roots.
 
 * ``standin`` (``<data>/<profile>/standin/``): :func:`surfbench.data.fuss_standin.build_standin` with the
   profile's ``standin`` sizes, written once by its own data job and read by the two below in the real layouts.
-* ``audioset`` (``<data>/<profile>/audioset/``): ``train.npz`` holds ``mixtures [N, T]`` only: the clips of
-  :func:`surfbench.data.audioset.load_audioset`, cut into ``clip_seconds`` pieces.  There are no sources in
-  the file, so no unsupervised method can ever be handed one (:class:`surfbench.data.store.MixtureSet`).
-* ``fuss`` (``<data>/<profile>/fuss/``): ``train.npz`` (``sources [N, 4, T]``: the FUSS training examples
-  cut into ``train_clip_seconds`` windows, padded to 4 slots with silent sources, as FUSS pads its
-  references; Supervised Flow's training set, a choice), ``eval_fuss.npz`` (``mixtures [N, T]``,
-  ``references [N, 4, T]`` padded with zeros, ``n_references [N]``, ``names``) and
-  ``eval_librispeech_fuss.npz`` (:func:`surfbench.data.librispeech_fuss.build_librispeech_fuss`'s arrays:
-  ``mixture``, ``speech``, ``background``, ``snr_db``).
+* ``audioset`` (``<data>/<profile>/audioset/``): ``mixtures [N, T]`` only: the clips of
+  :func:`surfbench.data.audioset.iter_audioset`, cut into ``clip_seconds`` pieces, written clip by clip to
+  ``train_mixtures.f32`` (raw float32, never stacked in memory: ~170 GB for the paper's AudioSet), indexed by
+  ``train.npz`` (:func:`surfbench.data.store.write_raw_rows`).  There are no sources in the files, so no
+  unsupervised method can ever be handed one (:class:`surfbench.data.store.MixtureSet`).
+* ``fuss`` (``<data>/<profile>/fuss/``): ``sources [N, 4, T]`` in ``train_sources.f32``, indexed by
+  ``train.npz`` (the FUSS training examples cut into ``train_clip_seconds`` windows, padded to 4 slots with
+  silent sources, as FUSS pads its references, written window by window; Supervised Flow's training set, a
+  choice), ``eval_fuss.npz`` (``mixtures [N, T]``, ``references [N, 4, T]`` padded with zeros,
+  ``n_references [N]``, ``names``) and ``eval_librispeech_fuss.npz``
+  (:func:`surfbench.data.librispeech_fuss.build_librispeech_fuss`'s arrays: ``mixture``, ``speech``,
+  ``background``, ``snr_db``).
+
+The training sets' content hashes (``train_hash`` in the manifest, recorded by every run) are
+:func:`surfbench.data.store.array_hash` of the whole arrays, as when ``train.npz`` held them.
 
 Every manifest records where the data came from; for the stand-in, its pool name and hash and its
 content hash (:func:`provenance`), which the evaluation copies into every Table 3 result.
@@ -80,8 +86,9 @@ def _pieces(x: np.ndarray, n: int) -> list[np.ndarray]:
 
 
 def prepare_audioset(cfg: dict, dcfg: dict, out_dir: Path) -> tuple[dict, dict]:
-    """``({"train.npz": {"mixtures": [N, T]}}, manifest fields)``."""
-    from .audioset import load_audioset
+    """Writes ``train_mixtures.f32``; returns ``({"train.npz": its index}, manifest fields)``."""
+    from .audioset import iter_audioset
+    from .store import RAW_INDEX, raw_index_array, write_raw_rows
 
     if dcfg["source"] == "standin":
         sdir = _standin_dir(out_dir)
@@ -92,15 +99,26 @@ def prepare_audioset(cfg: dict, dcfg: dict, out_dir: Path) -> tuple[dict, dict]:
             raise BadInputError("datasets.audioset.root is not set: source 'real' needs a folder of AudioSet clips "
                                 "(or a list file)", "datasets.audioset.root")
         source, prov = Path(dcfg["root"]), {"source": "real", "root": str(dcfg["root"])}
-    mixtures, aman = load_audioset(source, sample_rate=dcfg["sample_rate"], clip_seconds=dcfg["clip_seconds"],
-                                   long_clips=dcfg["long_clips"], short_clips=dcfg["short_clips"],
-                                   on_bad_file=dcfg["on_bad_file"])
-    if dcfg["n_train_clips"]:  # the pieces of the first n files (in the reader's sorted order)
-        first = set(list(dict.fromkeys(aman["clips"]))[: dcfg["n_train_clips"]])
-        mixtures = mixtures[[i for i, f in enumerate(aman["clips"]) if f in first]]
+    aman: dict = {}
+    base = source if source.is_dir() else source.parent  # what the reader's file names are relative to
+
+    def clips():  # the pieces of the first n_train_clips files (in the reader's sorted order); every file is read
+        files, last, n = 0, None, 0
+        for f, clip in iter_audioset(source, aman, sample_rate=dcfg["sample_rate"], clip_seconds=dcfg["clip_seconds"],
+                                     long_clips=dcfg["long_clips"], short_clips=dcfg["short_clips"],
+                                     on_bad_file=dcfg["on_bad_file"]):
+            files, last = files + (f != last), f
+            if not dcfg["n_train_clips"] or files <= dcfg["n_train_clips"]:
+                n += 1
+                yield str(base / f), clip
+        if not n:
+            raise BadInputError(f"{source}: no usable AudioSet clip ({aman['n_bad_files']} bad file(s), "
+                                f"{aman['n_dropped_short']} dropped as short).", source)
+
+    index = write_raw_rows(Path(out_dir) / "train_mixtures.f32", "mixtures", clips())
     aman.pop("clips", None)
-    return {"train.npz": {"mixtures": mixtures.astype(np.float32)}}, {
-        "n_sources": None, "n_train_mixtures": len(mixtures), "shape": [mixtures.shape[-1]],
+    return {"train.npz": {RAW_INDEX: raw_index_array(index)}}, {
+        "n_sources": None, "n_train_mixtures": index["shape"][0], "shape": index["shape"][1:],
         "info": {"source": "AudioSet-like stand-in clips" if dcfg["source"] == "standin" else f"AudioSet clips from {dcfg['root']}",
                  "provenance": prov, "reader": aman}}
 
@@ -123,9 +141,11 @@ def _fuss_roots(dcfg: dict, out_dir: Path) -> tuple[Path, str, Path, float, dict
 
 
 def prepare_fuss(cfg: dict, dcfg: dict, out_dir: Path) -> tuple[dict, dict]:
-    """``({"train.npz", "eval_fuss.npz", "eval_librispeech_fuss.npz"}, manifest fields)``."""
+    """Writes ``train_sources.f32``; returns ``({"train.npz": its index, "eval_fuss.npz",
+    "eval_librispeech_fuss.npz"}, manifest fields)``."""
     from ..metrics.fuss import NUM_SLOTS, pad_references
     from .librispeech_fuss import build_librispeech_fuss
+    from .store import RAW_INDEX, raw_index_array, write_raw_rows
 
     root, variant, ls_root, clip_s, prov = _fuss_roots(dcfg, out_dir)
     sr = dcfg["sample_rate"]
@@ -133,8 +153,9 @@ def prepare_fuss(cfg: dict, dcfg: dict, out_dir: Path) -> tuple[dict, dict]:
     train = fuss_io.FussDataset(root, dcfg["supervised_train_split"], variant, sr, clip_s)
     n_train = len(train) if dcfg["n_train_examples"] is None else min(len(train), dcfg["n_train_examples"])
     win = int(round(dcfg["train_clip_seconds"] * sr))
-    pieces = [p for i in range(n_train) for p in _pieces(pad_references(train[i].references, NUM_SLOTS), win)]
-    sources = np.stack(pieces).astype(np.float32)
+    windows = ((train.items[i].mixture, p) for i in range(n_train)
+               for p in _pieces(pad_references(train[i].references, NUM_SLOTS), win))  # one example at a time
+    index = write_raw_rows(Path(out_dir) / "train_sources.f32", "sources", windows)
     # FUSS eval
     ev = fuss_io.FussDataset(root, "eval", variant, sr, clip_s)
     n_eval = len(ev) if dcfg["n_eval_examples"] is None else min(len(ev), dcfg["n_eval_examples"])
@@ -150,10 +171,11 @@ def prepare_fuss(cfg: dict, dcfg: dict, out_dir: Path) -> tuple[dict, dict]:
     n_ls = None if n_ls is None else min(n_ls, len(list_utterances(ls_root)))
     ls = build_librispeech_fuss(ls_root, root, seed=0, n_mixtures=n_ls,
                                 length=dcfg["librispeech_fuss_length"], fuss_variant=variant, clip_seconds=clip_s)
-    files = {"train.npz": {"sources": sources}, f"{EVAL_FUSS}.npz": eval_fuss, f"{EVAL_LSFUSS}.npz": ls.arrays}
+    files = {"train.npz": {RAW_INDEX: raw_index_array(index)}, f"{EVAL_FUSS}.npz": eval_fuss,
+             f"{EVAL_LSFUSS}.npz": ls.arrays}
     return files, {
-        "n_sources": NUM_SLOTS, "n_train_mixtures": len(sources), "n_train_examples": n_train,
-        "shape": [sources.shape[-1]], "n_eval_fuss": n_eval, "n_eval_librispeech_fuss": len(ls),
+        "n_sources": NUM_SLOTS, "n_train_mixtures": index["shape"][0], "n_train_examples": n_train,
+        "shape": index["shape"][2:], "n_eval_fuss": n_eval, "n_eval_librispeech_fuss": len(ls),
         "info": {"source": "FUSS stand-in (ssdata layout) + LibriSpeech-like stand-in" if dcfg["source"] == "standin"
                  else f"FUSS {variant} from {dcfg['root']}, LibriSpeech test-clean from {dcfg['librispeech_root']}",
                  "provenance": prov, "librispeech_fuss": {k: v for k, v in ls.manifest.items()
