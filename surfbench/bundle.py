@@ -4,9 +4,12 @@ A bundle is a gzipped tar::
 
     bundle.json                                               the manifest (format surfbench-bundle/1)
     runs/<profile>/<dataset>/<method>[@<variant>]/seed<k>/
-        config.yaml    metrics.json    items.csv              always
+        config.yaml                                           always
+        metrics.json    items.csv                             Tables 1, 4 and 9, where the run has them
         table2/metrics.json    table2/items.csv               the Table 2 protocol, where the run has it
-        examples.npz                                          with --with-examples
+        table3/metrics.json    table3/items.csv               the Table 3 protocol, where the run has it
+        table3/fuss_examples.csv    table3/fuss_summary.json    (its FUSS values per example, and their summary)
+        examples.npz    table3/examples.npz                   with --with-examples, where the evaluation wrote them
         model.pt                                              with --with-weights only
 
 ``bundle.json``: ``{"format", "created", "label", "surfbench_version", "git_commit", "with_weights",
@@ -21,15 +24,24 @@ Import reads the tar member by member and refuses it, before anything is written
 * a file differs from its sha256 in ``bundle.json`` (corrupt in transit);
 * ``metrics.json`` has a ``schema_version`` this surfbench cannot read (older versions are upgraded as
   :func:`surfbench.results.load_metrics` does: 1 -> 2), or lacks a field;
+* a protocol's ``metrics.json`` lies elsewhere than in its folder (Table 2: ``table2/``, Table 3: ``table3/``,
+  the others: the run folder), or the run it describes is not the one it lies in;
 * its ``dataset_hash`` is not the hash of this benchmark's evaluation set for that profile and dataset:
   the ``eval_hash`` (``eval_table2_hash`` for Table 2) of ``<data>/<profile>/<dataset>/manifest.json``,
-  the manifest the pipeline writes when it prepares the data.  Where that data is not prepared here,
-  the import is refused with the command that prepares it: a hash recorded elsewhere (a golden file)
-  could be stale, and the local manifest is what the tables' own runs were checked against;
+  the manifest the pipeline writes when it prepares the data; for Table 3, whatever the run's dataset, the
+  ``eval_fuss_hash`` and (``dataset_hashes.eval_librispeech_fuss``) the ``eval_librispeech_fuss_hash`` of the
+  ``fuss`` dataset's manifest, on whose evaluation sets every Table 3 run is scored.  Where that data is not
+  prepared here, the import is refused with the command that prepares it: a hash recorded elsewhere (a golden
+  file) could be stale, and the local manifest is what the tables' own runs were checked against;
 * a summary (mean, standard error, n, items missing, and the bootstrap interval where the evaluation
-  settings are recorded) differs from what :func:`surfbench.results.summarize` computes from
-  ``items.csv``, exactly as :func:`surfbench.evaluate.evaluate` does (set-level metrics, FID and IS, have
-  no per-item values and are taken as they are: said in ``imported.json``);
+  settings are recorded) differs from what the evaluation's own :func:`surfbench.evaluate._item_summary`
+  computes from ``items.csv`` (set-level metrics, FID and IS, have no per-item values and are taken as they
+  are: said in ``imported.json``).  Table 3: the LibriSpeech + FUSS summaries from its ``librispeech_fuss``
+  rows; the FUSS metrics (1S, 2Si, 3Si, 4Si, MSi, under/equal/over) and ``fuss_summary.json`` from
+  ``fuss_examples.csv`` read back (:func:`surfbench.score_fuss.read_examples`) and summarised by the
+  evaluation's :func:`surfbench.evaluate.fuss_metrics` and ``FussAccumulator.summary``: that file's dB values
+  have 6 decimals, so the dB figures agree within 1e-6 dB, not to the bit; its rows must be ``items.csv``'s
+  ``fuss`` rows;
 * ``config.yaml`` does not hash to the recorded ``config_hash``, or ``model.pt`` (when shipped) to ``model_hash``;
 * the method is not registered here (no ``baselines/<name>.py``) and its ``method_info`` lacks
   ``display_name``, ``supervised``, ``generative`` or ``citation``;
@@ -37,12 +49,13 @@ Import reads the tar member by member and refuses it, before anything is written
   or the same trained model (``model_hash``) under another seed: a result is never overwritten, and
   one model never counts as two seeds.  The identical result again is skipped.
 
-Every imported ``metrics.json`` and ``items.csv`` is stored byte for byte as exported; beside each
+Every imported file is stored byte for byte as exported; beside each
 ``metrics.json`` an ``imported.json`` says where it came from and what was checked.  The results store
 reads it (:func:`surfbench.results.imported_info`), so the tables footnote imported values.
 """
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import io
 import json
@@ -67,9 +80,16 @@ BUNDLE_FORMAT = "surfbench-bundle/1"
 IMPORT_FORMAT = "surfbench-import/1"
 MANIFEST = "bundle.json"
 IMPORTED = "imported.json"  # beside every imported metrics.json
-RUN_FILES = ("config.yaml", "metrics.json", "items.csv")
-TABLE2_FILES = ("metrics.json", "items.csv")
 EXAMPLES, WEIGHTS = "examples.npz", "model.pt"
+FUSS_EXAMPLES, FUSS_SUMMARY = "fuss_examples.csv", "fuss_summary.json"
+#: where a run keeps each protocol's results (workflow/rules/evaluate.smk's PROTOCOL_DIR): table1/table4 in the run
+#: folder itself, the others in a folder of their own
+PROTOCOL_DIRS = {"table2": "table2", "table3": "table3"}
+#: the result files of each of those folders that a bundle carries, metrics.json first (+ examples.npz where the
+#: evaluation writes one, with --with-examples)
+RESULT_FILES = {"": ("metrics.json", "items.csv"), "table2": ("metrics.json", "items.csv"),
+                "table3": ("metrics.json", "items.csv", FUSS_EXAMPLES, FUSS_SUMMARY)}
+HAS_EXAMPLES = ("", "table3")
 
 #: what an import reads at most (bytes / members); a bundle over a limit is refused before it is unpacked
 LIMITS = {
@@ -84,9 +104,10 @@ SUMMARY_RTOL, SUMMARY_ATOL = 1e-9, 1e-12
 METHOD_INFO_KEYS = ("display_name", "supervised", "generative", "citation")
 
 _SEG = r"[A-Za-z0-9_][A-Za-z0-9_.=@+,-]*"
-_MEMBER = re.compile(rf"^runs/(?P<run>{_SEG}/{_SEG}/{_SEG}/seed[0-9]+)/(?P<file>table2/(?:metrics\.json|items\.csv)|"
-                     rf"config\.yaml|metrics\.json|items\.csv|examples\.npz|model\.pt)$")
-_DIR = re.compile(rf"^runs(/{_SEG}){{0,3}}(/seed[0-9]+(/table2)?)?$")
+_FILES = ["config.yaml", WEIGHTS] + [f"{sub + '/' if sub else ''}{n}" for sub, names in RESULT_FILES.items()
+                                     for n in names + ((EXAMPLES,) if sub in HAS_EXAMPLES else ())]
+_MEMBER = re.compile(rf"^runs/(?P<run>{_SEG}/{_SEG}/{_SEG}/seed[0-9]+)/(?P<file>{'|'.join(map(re.escape, _FILES))})$")
+_DIR = re.compile(rf"^runs(/{_SEG}){{0,3}}(/seed[0-9]+(/(?:{'|'.join(PROTOCOL_DIRS.values())}))?)?$")
 
 
 class BundleError(ValueError):
@@ -126,25 +147,40 @@ def check_schema(blob, where: str) -> dict:
     return blob
 
 
-def _close(a, b) -> bool:
+def _check_folder(blob: dict, sub: str, where: str, run: str) -> None:
+    """A protocol's metrics.json lies in that protocol's folder of its run (:data:`PROTOCOL_DIRS`), and nowhere else."""
+    home = PROTOCOL_DIRS.get(blob["protocol"], "")
+    if home != sub:
+        raise BundleError(f"{where}: holds a {blob['protocol']} result, whose place is "
+                          f"{run}/{home + '/' if home else ''}metrics.json; refused")
+
+
+def _close(a, b, atol: float = SUMMARY_ATOL) -> bool:
     if a is None or b is None:
         return a is None and b is None
     a, b = float(a), float(b)
     if not (math.isfinite(a) and math.isfinite(b)):
         return a == b
-    return abs(a - b) <= SUMMARY_ATOL + SUMMARY_RTOL * max(abs(a), abs(b))
+    return abs(a - b) <= atol + SUMMARY_RTOL * max(abs(a), abs(b))
 
 
-def check_summaries(blob: dict, items: pd.DataFrame, where: str) -> tuple[list[str], list[str]]:
-    """Recompute every per-item summary from ``items`` as the evaluation does.
+def _summary_mismatch(m: dict, want: dict, n_boot, source: str, atol: float = SUMMARY_ATOL) -> list[str]:
+    """The fields of a recorded per-item summary ``m`` that differ from ``want`` (the evaluation's own summary of the
+    values read from ``source``); the interval only where the evaluation settings record its bootstrap."""
+    fields = [("mean", m.get("mean"), want["mean"]), ("sem", m.get("sem"), want["sem"]), ("n", m.get("n"), want["n"]),
+              ("n_missing", m.get("n_missing", 0) or 0, want.get("n_missing", 0))]
+    if n_boot:
+        ci = m.get("ci95") or [None, None]
+        fields += [("ci95 low", ci[0], want["ci95"][0]), ("ci95 high", ci[1], want["ci95"][1])]
+    return [f"{f} {got!r} in metrics.json, {exp!r} from {source}" for f, got, exp in fields if not _close(got, exp, atol)]
 
-    Returns ``(checked, not_checked)`` metric names; raises :class:`BundleError` listing each disagreement.
-    """
+
+def _item_problems(blob: dict, items: pd.DataFrame, prefix: str = "") -> tuple[list[str], list[str], list[str]]:
+    """``(problems, checked, not_checked)`` of the metrics ``prefix + <column>`` of ``blob``: each summary recomputed
+    from its ``items`` column with the evaluation's own :func:`surfbench.evaluate._item_summary`."""
     from . import metrics as _metrics  # noqa: F401
-    from .evaluate import metric_info
+    from .evaluate import _item_summary, metric_info
     from .metrics import audio as _audio, image as _image  # noqa: F401  (they register their metrics)
-    from .results import summarize
-    from .seeding import derive_seed
 
     problems, checked, unchecked = [], [], []
     n_boot = (blob.get("evaluation") or {}).get("bootstrap_samples")
@@ -152,27 +188,29 @@ def check_summaries(blob: dict, items: pd.DataFrame, where: str) -> tuple[list[s
     has_items = len(items.columns) > 0
     if blob["protocol"] != "table2" and n_items is not None and has_items and len(items) != n_items:
         problems.append(f"items.csv has {len(items)} rows, metrics.json says n_items {n_items}")
-    for name in [c for c in items.columns if c not in ("mixture", "slot")]:
-        if name not in blob["metrics"]:
-            problems.append(f"items.csv has values of {name!r} but metrics.json has no summary of it")
-    for name, m in sorted(blob["metrics"].items()):
+    for col in [c for c in items.columns if c not in ("mixture", "slot")]:
+        if prefix + col not in blob["metrics"]:
+            problems.append(f"items.csv has values of {col!r} but metrics.json has no summary of it"
+                            + (f" ({prefix + col!r})" if prefix else ""))
+    for name, m in sorted((k, v) for k, v in blob["metrics"].items() if k.startswith(prefix)):
+        col_name = name[len(prefix):]
         if not isinstance(m, dict):
             problems.append(f"metric {name!r}: not an object")
             continue
         try:
-            info = metric_info(name)
+            info = metric_info(col_name)
         except KeyError:
             problems.append(f"metric {name!r} is not a metric this surfbench knows")
             continue
         hib = info.higher_is_better
         if m.get("kind") != info.kind:  # a per-item metric passed off as set-level would escape the recomputation
-            problems.append(f"metric {name!r}: kind {m.get('kind')!r}, but {name} is a{'n' if info.kind == 'item' else ''} "
+            problems.append(f"metric {name!r}: kind {m.get('kind')!r}, but {col_name} is a{'n' if info.kind == 'item' else ''} "
                             f"{info.kind}-level metric")
             continue
         if bool(m.get("higher_is_better")) != hib:
-            problems.append(f"metric {name!r}: higher_is_better {m.get('higher_is_better')!r}, but {name} is "
+            problems.append(f"metric {name!r}: higher_is_better {m.get('higher_is_better')!r}, but {col_name} is "
                             f"{'higher' if hib else 'lower'}-is-better")
-        col = items[name] if name in items.columns else None
+        col = items[col_name] if col_name in items.columns else None
         if not m.get("available"):
             if m.get("mean") is not None:
                 problems.append(f"metric {name!r}: unavailable but has a mean {m.get('mean')!r}")
@@ -185,28 +223,130 @@ def check_summaries(blob: dict, items: pd.DataFrame, where: str) -> tuple[list[s
             unchecked.append(name)
             continue
         if col is None:
-            problems.append(f"metric {name!r}: metrics.json has a per-item summary but items.csv has no {name!r} column")
+            problems.append(f"metric {name!r}: metrics.json has a per-item summary but items.csv has no {col_name!r} column")
             continue
         values = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
         ok = np.isfinite(values)
         if not ok.any():
             problems.append(f"metric {name!r}: available, but items.csv has no finite value of it")
             continue
-        want = summarize(values[ok], hib, n_boot or 1000, seed=derive_seed(blob["seed"], "bootstrap", name) % (2**32))
-        fields = [("mean", m.get("mean"), want["mean"]), ("sem", m.get("sem"), want["sem"]), ("n", m.get("n"), want["n"]),
-                  ("n_missing", m.get("n_missing", 0) or 0, int((~ok).sum()))]
-        if n_boot:
-            ci = m.get("ci95") or [None, None]
-            fields += [("ci95 low", ci[0], want["ci95"][0]), ("ci95 high", ci[1], want["ci95"][1])]
-        bad = [f"{f} {got!r} in metrics.json, {exp!r} from items.csv" for f, got, exp in fields if not _close(got, exp)]
+        want = _item_summary(values, hib, n_boot or 1000, blob["seed"], name, {})
+        bad = _summary_mismatch(m, want, n_boot, "items.csv")
         if bad:
             problems.append(f"metric {name!r}: the summary does not match its {int(ok.sum())} per-item values "
                             f"({'; '.join(bad)}): tampered with or corrupt")
         else:
             checked.append(name)
+    return problems, checked, unchecked
+
+
+def _json_mismatch(got, want, atol: float, key: str = "") -> list[str]:
+    """Where ``got`` (a JSON value) differs from ``want``: numbers within ``atol``, everything else equal."""
+    if isinstance(want, dict):
+        if not isinstance(got, dict):
+            return [f"{key or 'the file'} {got!r}, {want!r} recomputed"]
+        return [d for k in want for d in _json_mismatch(got.get(k), want[k], atol, f"{key}.{k}" if key else str(k))]
+    numbers = (int, float)
+    if isinstance(want, numbers) and not isinstance(want, bool) and isinstance(got, numbers) and not isinstance(got, bool):
+        return [] if _close(got, want, atol) else [f"{key} {got!r}, {want!r} recomputed"]
+    return [] if got == want else [f"{key} {got!r}, {want!r} recomputed"]
+
+
+def _table3_problems(blob: dict, items: pd.DataFrame, folder: Path) -> tuple[list[str], list[str]]:
+    """``(problems, checks)`` of a Table 3 result in ``folder`` (:func:`surfbench.evaluate.evaluate_table3`): the
+    LibriSpeech + FUSS summaries from the ``librispeech_fuss`` rows of ``items``; the FUSS metrics and
+    ``fuss_summary.json`` from ``fuss_examples.csv`` read back (:func:`surfbench.score_fuss.read_examples`) and
+    summarised by the evaluation's own :func:`surfbench.evaluate.fuss_metrics` and
+    :meth:`~surfbench.metrics.fuss.FussAccumulator.summary`; the ``fuss`` rows of ``items`` against that file."""
+    from .evaluate import FUSS_METRICS, LSFUSS_PREFIX, SPEECH_METRIC_NAMES, fuss_metrics
+    from .score_fuss import CSV_DECIMALS, read_examples
+
+    problems, checks = [], []
+    if "set" not in items.columns:
+        return ["items.csv has no 'set' column: not the items of a Table 3 evaluation"], []
+    sets = items["set"].astype(str)
+    fuss, ls = items[sets == "fuss"].reset_index(drop=True), items[sets == "librispeech_fuss"].reset_index(drop=True)
+    other = sorted(set(sets) - {"fuss", "librispeech_fuss"})
+    if other:
+        problems.append(f"items.csv has rows of set {', '.join(map(repr, other))}; Table 3 has 'fuss' and 'librispeech_fuss'")
+    for key, n in (("n_items", len(items)), ("n_fuss_examples", len(fuss)), ("n_librispeech_fuss", len(ls))):
+        if blob.get(key) != n:
+            problems.append(f"metrics.json says {key} {blob.get(key)!r}, items.csv has {n}")
+    known = set(FUSS_METRICS) | {k for k in blob["metrics"] if k.startswith(LSFUSS_PREFIX)}
+    for name in sorted(set(blob["metrics"]) - known):
+        problems.append(f"metric {name!r} is not a Table 3 metric (FUSS: {', '.join(FUSS_METRICS)}; "
+                        f"LibriSpeech + FUSS: {LSFUSS_PREFIX}<speech metric>)")
+    # LibriSpeech + FUSS: per-item speech metrics, as for Table 4
+    ls_blob = {**blob, "n_items": None}
+    bad, checked, _ = _item_problems(ls_blob, ls[[c for c in ls.columns if c in SPEECH_METRIC_NAMES]], LSFUSS_PREFIX)
+    problems += bad
+    checks.append(f"summaries of {', '.join(checked)} recomputed from items.csv" if checked
+                  else "no LibriSpeech + FUSS summary to recompute")
+    # FUSS: the per-example rows read back, summarised by the evaluation's code
+    try:
+        acc, rows = read_examples(folder / FUSS_EXAMPLES)
+    except (ValueError, UnicodeDecodeError, csv.Error) as e:
+        return problems + [str(e).replace(str(folder / FUSS_EXAMPLES), FUSS_EXAMPLES)], checks
+    mine = [[str(r.example), *(None if pd.isna(getattr(r, c)) else int(getattr(r, c)) for c in ("n_ref_active", "n_est_active")),
+             str(r.separation)] for r in fuss.itertuples()] if len(fuss) else []
+    theirs = [[r[0], r[1] if r[1] != "" else None, r[2] if r[2] != "" else None, r[3]] for r in rows]
+    if mine != theirs:
+        i = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+        problems.append(f"items.csv's fuss rows (example, n_ref_active, n_est_active, separation) differ from "
+                        f"{FUSS_EXAMPLES} from example {i}: {mine[i] if i < len(mine) else 'none'} against "
+                        f"{theirs[i] if i < len(theirs) else 'none'}")
+    n_boot = (blob.get("evaluation") or {}).get("bootstrap_samples")
+    atol = 10.0 ** -CSV_DECIMALS  # the file's dB values are rounded to half a unit of this; so is any mean of them
+    want = fuss_metrics(acc, n_boot or 1000, blob["seed"])
+    for key, (_, hib) in FUSS_METRICS.items():
+        m, w = blob["metrics"].get(key), want[key]
+        if not isinstance(m, dict):
+            problems.append(f"metric {key!r}: {'missing from metrics.json' if m is None else 'not an object'}")
+            continue
+        bad = [f"{f} {m.get(f)!r} in metrics.json, {w[f]!r} from {FUSS_EXAMPLES}"
+               for f in ("available", "kind", "higher_is_better") if m.get(f) != w[f]]
+        if not bad and w["available"]:
+            bad = _summary_mismatch(m, w, n_boot, FUSS_EXAMPLES, SUMMARY_ATOL if w.get("unit") == "" else atol)
+        if bad:
+            problems.append(f"metric {key!r}: does not match {FUSS_EXAMPLES} ({'; '.join(bad)}): tampered with or corrupt")
+    try:
+        summary = json.loads((folder / FUSS_SUMMARY).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        summary = e
+    if not isinstance(summary, dict):
+        problems.append(f"{FUSS_SUMMARY}: not a JSON object ({summary})")
+    else:
+        bad = _json_mismatch(summary, {**acc.summary(), "skipped": list(acc.skipped)}, atol)
+        if bad:
+            problems.append(f"{FUSS_SUMMARY} does not match {FUSS_EXAMPLES} ({'; '.join(bad)}): tampered with or corrupt")
+    checks += [f"FUSS metrics {', '.join(FUSS_METRICS)} and {FUSS_SUMMARY} recomputed from {FUSS_EXAMPLES} with the "
+               f"evaluation's code (its dB values have {CSV_DECIMALS} decimals: agreement within {atol:g} dB), its rows "
+               f"= items.csv's fuss rows"]
+    return problems, checks
+
+
+def check_results(blob: dict, folder: Path, where: str) -> tuple[list[str], list[str]]:
+    """Every summary in ``folder``'s metrics.json (``blob``) recomputed, as the evaluation computes it, from the files
+    beside it: ``items.csv``, and for Table 3 also ``fuss_examples.csv`` / ``fuss_summary.json``.
+
+    Returns ``(checks, not_checked)``, lines for ``imported.json``; raises :class:`BundleError` listing each
+    disagreement."""
+    protocol = blob["protocol"]
+    for name in RESULT_FILES[PROTOCOL_DIRS.get(protocol, "")][1:]:
+        if not (folder / name).is_file():
+            raise BundleError(f"{where}: no {name} beside it; its summaries cannot be checked")
+    items = _read_items(folder / "items.csv", where, dtype={"example": str} if protocol == "table3" else None)
+    if protocol == "table3":
+        problems, checks = _table3_problems(blob, items, folder)
+        unchecked = []
+    else:
+        problems, checked, unchecked = _item_problems(blob, items)
+        checks = [f"summaries of {', '.join(checked)} recomputed from items.csv" if checked
+                  else "no per-item summary to recompute"]
     if problems:
         raise BundleError(f"{where}: " + "; ".join(problems))
-    return checked, unchecked
+    return ([f"{protocol}: {c}" for c in checks],
+            [f"{protocol} {n}: a set-level metric, not recomputable from items.csv" for n in unchecked])
 
 
 def check_method(blob: dict, where: str) -> str:
@@ -245,11 +385,11 @@ def check_config(blob: dict, cfg_text: str, where: str) -> None:
                           f"{blob['config_hash']}: not the configuration this result was computed with")
 
 
-def _read_items(path: Path | None, where: str) -> pd.DataFrame:
+def _read_items(path: Path | None, where: str, dtype=None) -> pd.DataFrame:
     if path is None:
         return pd.DataFrame()
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype=dtype)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except Exception as e:  # ParserError, UnicodeDecodeError ...
@@ -258,7 +398,8 @@ def _read_items(path: Path | None, where: str) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- export
 def find_runs(paths) -> list[Path]:
-    """Run folders (``.../seed<k>``) at or below ``paths``: each folder holding a metrics.json or a table2/metrics.json."""
+    """Run folders (``.../seed<k>``) at or below ``paths``: each folder holding a metrics.json, or one in a protocol's
+    own folder (``table2/``, ``table3/``)."""
     found: dict[Path, None] = {}
     for p in map(Path, paths):
         if not p.exists():
@@ -266,7 +407,7 @@ def find_runs(paths) -> list[Path]:
         cands = [p / "metrics.json"] if (p / "metrics.json").is_file() else []
         cands += sorted(p.glob("**/metrics.json"))
         for m in cands:
-            d = m.parent.parent if m.parent.name == "table2" else m.parent
+            d = m.parent.parent if m.parent.name in PROTOCOL_DIRS.values() else m.parent
             found.setdefault(d.resolve(), None)
     if not found:
         raise BundleError(f"no metrics.json at or below {', '.join(map(str, paths))}; export evaluated runs "
@@ -288,7 +429,7 @@ def export_bundle(run_dirs, out: str | Path, *, with_weights: bool = False, with
     runs, seen = [], {}
     for d in find_runs(run_dirs):
         blobs = {}
-        for sub in ("", "table2"):
+        for sub in RESULT_FILES:
             mpath = d / sub / "metrics.json" if sub else d / "metrics.json"
             if not mpath.is_file():
                 continue
@@ -297,12 +438,8 @@ def export_bundle(run_dirs, out: str | Path, *, with_weights: bool = False, with
             except json.JSONDecodeError as e:
                 raise BundleError(f"{mpath}: not valid JSON ({e})") from e
             blob = check_schema(raw, str(mpath))
-            if (blob["protocol"] == "table2") != (sub == "table2"):
-                raise BundleError(f"{mpath}: protocol {blob['protocol']} in the wrong folder")
-            items = d / sub / "items.csv"
-            if not items.is_file():
-                raise BundleError(f"{mpath}: no items.csv beside it")
-            check_summaries(blob, _read_items(items, str(items)), str(mpath))
+            _check_folder(blob, sub, str(mpath), str(d))
+            check_results(blob, mpath.parent, str(mpath))
             blobs[sub] = blob
         first = next(iter(blobs.values()))
         rp = run_path(first)
@@ -315,9 +452,10 @@ def export_bundle(run_dirs, out: str | Path, *, with_weights: bool = False, with
         if not (d / "config.yaml").is_file():
             raise BundleError(f"{d}: no config.yaml; a result is exported with the configuration that made it")
         check_config(first, (d / "config.yaml").read_text(), str(d / "config.yaml"))
-        files = ["config.yaml"] + [f"{sub + '/' if sub else ''}{n}" for sub in blobs for n in TABLE2_FILES]
-        if with_examples and (d / EXAMPLES).is_file():
-            files.append(EXAMPLES)
+        files = ["config.yaml"]
+        for sub in blobs:
+            extra = (EXAMPLES,) if with_examples and sub in HAS_EXAMPLES and (d / sub / EXAMPLES).is_file() else ()
+            files += [f"{sub + '/' if sub else ''}{n}" for n in RESULT_FILES[sub] + extra]
         if with_weights:
             if not (d / WEIGHTS).is_file():
                 raise BundleError(f"{d}: --with-weights, but it has no {WEIGHTS}")
@@ -367,7 +505,7 @@ def _member_problem(m: tarfile.TarInfo) -> str | None:
         return f"member {name!r} is not a plain file (a device, FIFO or sparse file)"
     if name != MANIFEST and not _MEMBER.match(name):
         return (f"unexpected member {name!r}: a bundle holds {MANIFEST} and runs/<profile>/<dataset>/<method>/seed<k>/"
-                f"{{{', '.join(RUN_FILES + (EXAMPLES, WEIGHTS))}, table2/...}} only")
+                f"{{{', '.join(_FILES)}}} only")
     return None
 
 
@@ -452,25 +590,47 @@ class StagedRun:
 
 
 def _dataset_check(blob: dict, profile: str, data_root: Path, where: str) -> str:
-    manifest = data_root / profile / blob["dataset"] / "manifest.json"
-    key = "eval_table2_hash" if blob["protocol"] == "table2" else "eval_hash"
+    """The evaluation sets a result records are this benchmark's: each hash equal to its key in the local manifest
+    of the data it was evaluated on (Table 3: the ``fuss`` dataset's, :data:`surfbench.plan.TABLE3_EVAL_DATASET`)."""
+    from .plan import TABLE3_EVAL_DATASET
+
+    protocol = blob["protocol"]
+    dataset = TABLE3_EVAL_DATASET if protocol == "table3" else blob["dataset"]
+    manifest = data_root / profile / dataset / "manifest.json"
+    # (the field of metrics.json, its value, the manifest's key, the evaluation set in words)
+    if protocol == "table3":
+        hashes = blob.get("dataset_hashes") or {}
+        wanted = [("dataset_hash", blob["dataset_hash"], "eval_fuss_hash", f"{dataset} FUSS evaluation set"),
+                  ("dataset_hashes.eval_fuss", hashes.get("eval_fuss"), "eval_fuss_hash", f"{dataset} FUSS evaluation set"),
+                  ("dataset_hashes.eval_librispeech_fuss", hashes.get("eval_librispeech_fuss"),
+                   "eval_librispeech_fuss_hash", f"{dataset} LibriSpeech + FUSS evaluation set")]
+    elif protocol == "table2":
+        wanted = [("dataset_hash", blob["dataset_hash"], "eval_table2_hash", f"{dataset} Table 2 evaluation set")]
+    else:
+        wanted = [("dataset_hash", blob["dataset_hash"], "eval_hash", f"{dataset} evaluation set")]
     if not manifest.is_file():
+        why = (f" (Table 3 results of every dataset are evaluated on the {dataset} dataset's evaluation sets)"
+               if protocol == "table3" else "")
         raise BundleError(
-            f"{where}: cannot check its evaluation set: the {blob['dataset']} data of profile {profile} is not prepared "
-            f"here ({manifest} is missing). Run `snakemake data --configfile config/{profile}.yaml` in this working "
+            f"{where}: cannot check its evaluation set: the {dataset} data of profile {profile} is not prepared "
+            f"here ({manifest} is missing){why}. Run `snakemake data --configfile config/{profile}.yaml` in this working "
             f"directory (or pass --data DIR), then import again")
     try:
-        want = json.loads(manifest.read_text()).get(key)
+        man = json.loads(manifest.read_text())
     except json.JSONDecodeError as e:
         raise BundleError(f"{manifest}: not valid JSON ({e}); rerun `snakemake data`") from e
-    if not want:
-        raise BundleError(f"{manifest} records no {key}; rerun `snakemake data --configfile config/{profile}.yaml`")
-    if blob["dataset_hash"] != want:
-        raise BundleError(
-            f"{where}: evaluated on another evaluation set: its dataset_hash is {blob['dataset_hash']}, but this "
-            f"benchmark's {blob['dataset']} {('Table 2 ' if key == 'eval_table2_hash' else '')}evaluation set of "
-            f"profile {profile} has {key} {want} ({manifest}); a result on another evaluation set is not comparable, refused")
-    return f"dataset_hash = {key} of {manifest}"
+    problems = []
+    for field_name, got, key, what in wanted:
+        want = man.get(key)
+        if not want:
+            raise BundleError(f"{manifest} records no {key}; rerun `snakemake data --configfile config/{profile}.yaml`")
+        if got != want:
+            problems.append(f"evaluated on another evaluation set: its {field_name} is {got}, but this benchmark's {what} "
+                            f"of profile {profile} has {key} {want} ({manifest})")
+    if problems:
+        raise BundleError(f"{where}: " + "; ".join(problems) + "; a result on another evaluation set is not comparable, "
+                          "refused")
+    return ", ".join(f"{f} = {k}" for f, _, k, _ in wanted) + f" of {manifest}"
 
 
 def _flat(d, prefix="") -> dict:
@@ -544,7 +704,7 @@ def stage_runs(manifest: dict, staged: Path, results_root: Path, data_root: Path
         where = f"{rp}"
         try:
             run = StagedRun(rp, src)
-            for sub in ("", "table2"):
+            for sub in RESULT_FILES:
                 m = src / sub / "metrics.json" if sub else src / "metrics.json"
                 if not m.is_file():
                     continue
@@ -554,19 +714,13 @@ def stage_runs(manifest: dict, staged: Path, results_root: Path, data_root: Path
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:
                     raise BundleError(f"{w}: not valid JSON ({e})") from e
                 blob = check_schema(raw, w)
-                if run_path(blob) != rp or (blob["protocol"] == "table2") != (sub == "table2"):
-                    raise BundleError(f"{w}: describes {run_path(blob)} ({blob['protocol']}) but lies at {rp}/{sub}")
-                items_path = m.parent / "items.csv"
-                if not items_path.is_file():
-                    raise BundleError(f"{w}: no items.csv beside it; its summaries cannot be checked")
-                checked, unchecked = check_summaries(blob, _read_items(items_path, w), w)
-                target_profile = profile or blob["profile"]
-                run.checks.append(_dataset_check(blob, target_profile, data_root, w))
-                label = f"{blob['protocol']}: "
-                run.checks.append(label + (f"summaries of {', '.join(checked)} recomputed from items.csv"
-                                           if checked else "no per-item summary to recompute"))
-                run.not_checked += [f"{blob['protocol']} {n}: a set-level metric, not recomputable from items.csv"
-                                    for n in unchecked]
+                if run_path(blob) != rp:
+                    raise BundleError(f"{w}: describes {run_path(blob)} ({blob['protocol']}) but lies at {rp}")
+                _check_folder(blob, sub, w, rp)
+                checks, unchecked = check_results(blob, m.parent, w)
+                run.checks.append(_dataset_check(blob, profile or blob["profile"], data_root, w))
+                run.checks += checks
+                run.not_checked += unchecked
                 run.blobs[sub] = blob
             if not run.blobs:
                 raise BundleError(f"{where}: no metrics.json")
@@ -607,9 +761,8 @@ def _collision(run: StagedRun, results_root: Path, index: dict) -> str:
         if here.is_file():
             from .results import load_metrics
 
-            same = here.read_bytes() == there.read_bytes() and \
-                (here.parent / "items.csv").is_file() and \
-                (here.parent / "items.csv").read_bytes() == (there.parent / "items.csv").read_bytes()
+            same = all((here.parent / n).is_file() and (here.parent / n).read_bytes() == (there.parent / n).read_bytes()
+                       for n in RESULT_FILES[sub])
             if not same:
                 try:
                     old = load_metrics(here)
@@ -665,16 +818,18 @@ def import_bundle(bundle: str | Path, results_root: str | Path = "results", data
                        "path_in_bundle": run.path, "checks": run.checks, "not_checked": run.not_checked,
                        "notes": run.notes}
             # metrics.json last (as the evaluation writes it): a store never shows a result without its files
-            for name in ("config.yaml", EXAMPLES, WEIGHTS):
+            for name in ("config.yaml", WEIGHTS):
                 if (run.src / name).is_file():
                     copy_file(run.src / name, dest / name)
             for sub in run.blobs:
                 d_src, d_dst = (run.src / sub, dest / sub) if sub else (run.src, dest)
-                copy_file(d_src / "items.csv", d_dst / "items.csv")
+                for name in RESULT_FILES[sub][1:] + ((EXAMPLES,) if sub in HAS_EXAMPLES else ()):
+                    if (d_src / name).is_file():
+                        copy_file(d_src / name, d_dst / name)
                 # tied to this metrics.json: a later local run of the same folder is not taken for an import
                 write_json(d_dst / IMPORTED, {**sidecar, "metrics_sha256": file_sha256(d_src / "metrics.json")},
                            indent=2, sort_keys=True)
-            for sub in sorted(run.blobs, key=lambda s: s == ""):  # table2 first, the main metrics.json last
+            for sub in sorted(run.blobs, key=lambda s: s == ""):  # table2/3 first, the main metrics.json last
                 d_src, d_dst = (run.src / sub, dest / sub) if sub else (run.src, dest)
                 copy_file(d_src / "metrics.json", d_dst / "metrics.json")
         return runs

@@ -122,8 +122,12 @@ def read_example(item: FussItem, estimates_dir, sample_rate: int = SAMPLE_RATE) 
     return np.stack(refs), np.stack(ests)
 
 
+#: decimals of the dB values in ``fuss_examples.csv``: a value read back lies within half a unit of the last one
+CSV_DECIMALS = 6
+
+
 def _fmt(v: float) -> str:
-    return f"{float(v):.6f}"
+    return f"{float(v):.{CSV_DECIMALS}f}"
 
 
 def example_row(name: str, ex: FussExample | None) -> list:
@@ -143,6 +147,69 @@ def csv_header() -> list[str]:
         head += [f"ref_active_{k}", f"est_active_{k}", f"estimate_{k}", f"sisnr_{k}", f"sisnr_mixture_{k}",
                  f"sisnri_{k}"]
     return head
+
+
+def read_examples(path) -> tuple[FussAccumulator, list]:
+    """``(accumulator, rows)`` of a ``fuss_examples.csv`` read back (the inverse of :func:`example_row`).
+
+    Each scored row becomes the :class:`~surfbench.metrics.fuss.FussExample` it was written from (per slot: activity,
+    matched estimate, SI-SNR, SI-SNR of the mixture, SI-SNRi; its powers are not in the file and are NaN) and is pooled
+    with :meth:`~surfbench.metrics.fuss.FussAccumulator.add_scored`, in file order, as the scoring pooled it; a
+    ``skipped`` row goes to ``skipped``.  The dB values come back with the file's :data:`CSV_DECIMALS` decimals.
+    Raises ValueError naming the line of a row that :func:`example_row` cannot have written: a wrong number of
+    fields, a value that does not parse or is not finite, a permutation that is none, no active reference, counts or
+    a separation that do not follow from the slots, or an SI-SNRi that is not SI-SNR minus the mixture's SI-SNR."""
+    path = Path(path)
+    head = csv_header()
+    acc, rows = FussAccumulator(), []
+    tol = 1.5 * 10.0 ** -CSV_DECIMALS  # three values, each rounded to half a unit
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        if next(reader, None) != head:
+            raise ValueError(f"{path}: not a fuss_examples.csv (its first line is not the header {','.join(head[:6])},...)")
+        for line, row in enumerate(reader, start=2):
+            where = f"{path}:{line}"
+            if len(row) != len(head):
+                raise ValueError(f"{where}: {len(row)} fields, expected {len(head)}")
+            name, separation = row[0], row[3]
+            if separation == "skipped":
+                if any(row[1:3]) or any(row[4:]):
+                    raise ValueError(f"{where}: example {name!r} is skipped but has values")
+                acc.skipped.append(name)
+                rows.append(example_row(name, None))
+                continue
+            try:
+                slots = [row[4 + 6 * k: 10 + 6 * k] for k in range(NUM_SLOTS)]
+                flags = np.array([[int(s[0]), int(s[1])] for s in slots])
+                perm = tuple(int(s[2]) for s in slots)
+                sep, mix, imp = (np.array([float(s[i]) for s in slots]) for i in (3, 4, 5))
+                counts = int(row[1]), int(row[2])
+            except ValueError as e:
+                raise ValueError(f"{where}: example {name!r}: {e}") from None
+            if not np.isin(flags, (0, 1)).all() or sorted(perm) != list(range(NUM_SLOTS)):
+                raise ValueError(f"{where}: example {name!r}: activity flags {flags.tolist()} / matched estimates "
+                                 f"{list(perm)}: not 0/1 flags and a permutation of 0..{NUM_SLOTS - 1}")
+            if not all(np.isfinite(v).all() for v in (sep, mix, imp)):
+                raise ValueError(f"{where}: example {name!r}: a non-finite SI-SNR value")
+            bad = np.abs(imp - (sep - mix)) > tol
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"{where}: example {name!r}, slot {k}: sisnri {imp[k]!r} is not sisnr {sep[k]!r} minus "
+                                 f"sisnr_mixture {mix[k]!r}")
+            ref, est = flags[:, 0].astype(bool), flags[:, 1].astype(bool)
+            nan = np.full(NUM_SLOTS, np.nan)
+            ex = FussExample(permutation=perm, sisnr_separated=sep, sisnr_mixture=mix, sisnr_improvement=imp,
+                             power_separated=nan, power_sources=nan, ref_active=ref, est_active=est,
+                             pair_active=ref & est)
+            if ex.n_ref_active == 0:
+                raise ValueError(f"{where}: example {name!r} is scored but has no active reference")
+            if counts != (ex.n_ref_active, ex.n_est_active) or separation != ex.separation:
+                raise ValueError(f"{where}: example {name!r}: n_ref_active, n_est_active, separation {counts[0]}, "
+                                 f"{counts[1]}, {separation!r}, but its slots give {ex.n_ref_active}, {ex.n_est_active}, "
+                                 f"{ex.separation!r}")
+            acc.add_scored(ex)
+            rows.append(example_row(name, ex))
+    return acc, rows
 
 
 def score_fuss(list_path, estimates_dir, out_dir, sample_rate: int = SAMPLE_RATE,

@@ -8,9 +8,15 @@ metric value (the tamperer even fixes the bundle's sha256), a bundle edited afte
 set, data not prepared here, unknown / newer schema versions (version 1 still imports), an existing run with
 other provenance, the same model as another seed, an unregistered method without metadata, and unsafe tar
 members (``..``, absolute paths, links, sizes, unexpected names).
+
+Table 3: a real run on the smallest Table 3 stand-in (MixIT, 2 steps on its AudioSet mixtures, scored on the fuss
+dataset's sets) exports its ``table3/`` folder and imports byte for byte; refused: a tampered FUSS value in
+fuss_examples.csv, a tampered LibriSpeech + FUSS item, another LibriSpeech + FUSS set, the fuss data missing here,
+a table3 result outside ``table3/`` and another protocol's inside it.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -414,3 +420,159 @@ def test_a_run_recomputed_here_is_no_longer_marked_imported(made, tmp_path):
     assert imported_info(m)["label"] == "lab 0"
     shutil.copy(made["runs"][1] / "metrics.json", m)  # the pipeline evaluated this folder again
     assert imported_info(m) is None and set(collect(res, PROFILE)["imported_from"]) == {""}
+
+
+# ----------------------------------------------------------------------------- Table 3 (table3/ of a run)
+T3 = f"runs/{PROFILE}/audioset/mixit/seed0"
+
+
+@pytest.fixture(scope="module")
+def made3(tmp_path_factory):
+    """A real Table 3 run: the smallest stand-in (3 FUSS eval examples, 2 LibriSpeech + FUSS mixtures), MixIT trained
+    2 steps on its AudioSet mixtures and scored by the table3 protocol on the fuss dataset (about 10 s); its bundle."""
+    from surfbench.config import RunId, load_config, resolve_run
+    from surfbench.data import fuss_standin as fs, sound_pool as sp
+    from surfbench.data.store import prepare
+    from surfbench.evaluate import evaluate
+    from surfbench.train import train
+
+    root = tmp_path_factory.mktemp("bundle3")
+    data = root / "data" / PROFILE
+    fs.build_standin(data / "standin", pool=sp.load_pool(6), fuss_examples={"train": 2, "validation": 1, "eval": 3},
+                     audioset_clips=2, librispeech_utterances=2, librispeech_speakers=1, pool_speech=6, seed=2)
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "tiny.yaml", overrides={
+        "profile": PROFILE, "evaluation": {"bootstrap_samples": 100, "speech_metrics": ["si_sdr", "estoi"],
+                                           "n_figure_examples": 1}})
+    prepare(cfg, "audioset", data / "audioset")
+    prepare(cfg, "fuss", data / "fuss")
+    rc = resolve_run(cfg, RunId("audioset", "mixit", 0))
+    rc["training"].update(steps=2, batch_size=2, checkpoint_every=2)
+    run = root / "results" / PROFILE / "audioset" / "mixit" / "seed0"
+    write_yaml(run / "config.yaml", rc)  # as the pipeline's run_config rule writes it
+    rc = yaml.safe_load((run / "config.yaml").read_text())
+    train(rc, data / "audioset", run / "model.pt", root / "ckpt", device="cpu", progress=False)
+    evaluate(rc, dict(cfg["evaluation"]), run / "model.pt", data / "fuss", "table3", run / "table3", device="cpu",
+             progress=False)
+    bundle = root / "t3.tar.gz"
+    assert cli(["export", str(run), "-o", str(bundle), "--with-examples", "--label", "lab t3"]) == 0
+    return {"root": root, "data": root / "data", "run": run, "bundle": bundle}
+
+
+def _import3(made3, bundle, results, data=None) -> int:
+    return cli(["import", str(bundle), "--results", str(results), "--data", str(data or made3["data"])])
+
+
+def test_table3_run_round_trips(made3, tmp_path, capsys):
+    files = ["metrics.json", "items.csv", "fuss_examples.csv", "fuss_summary.json", "examples.npz"]
+    with tarfile.open(made3["bundle"]) as t:
+        assert sorted(t.getnames()) == sorted([B.MANIFEST, f"{T3}/config.yaml"] + [f"{T3}/table3/{f}" for f in files])
+        man = json.loads(t.extractfile(B.MANIFEST).read())
+    assert man["runs"] == [{"path": f"{PROFILE}/audioset/mixit/seed0", "profile": PROFILE, "dataset": "audioset",
+                            "method": "mixit", "variant": "", "seed": 0, "protocols": ["table3"]}]
+    res = tmp_path / "res"
+    assert _import3(made3, made3["bundle"], res) == 0
+    out = capsys.readouterr().out
+    fuss_man = made3["data"] / PROFILE / "fuss" / "manifest.json"
+    assert (f"checked: dataset_hash = eval_fuss_hash, dataset_hashes.eval_fuss = eval_fuss_hash, "
+            f"dataset_hashes.eval_librispeech_fuss = eval_librispeech_fuss_hash of {fuss_man}") in out
+    assert "checked: table3: summaries of lsfuss_estoi, lsfuss_si_sdr recomputed from items.csv" in out
+    assert ("checked: table3: FUSS metrics fuss_1s, fuss_2si, fuss_3si, fuss_4si, fuss_msi, under, equal, over and "
+            "fuss_summary.json recomputed from fuss_examples.csv") in out
+    dst = res / PROFILE / "audioset/mixit/seed0"
+    assert (dst / "config.yaml").read_bytes() == (made3["run"] / "config.yaml").read_bytes()
+    for f in files:
+        assert (dst / "table3" / f).read_bytes() == (made3["run"] / "table3" / f).read_bytes(), f
+    assert not (dst / "metrics.json").exists() and not (dst / "model.pt").exists()
+    side = json.loads((dst / "table3" / B.IMPORTED).read_text())
+    assert side["label"] == "lab t3" and side["not_checked"] == []
+    rows = collect(res, PROFILE)
+    assert set(rows["protocol"]) == {"table3"} and set(rows["imported_from"]) != {""}
+    assert {"fuss_1s", "under", "lsfuss_si_sdr"} <= set(rows["metric"])
+    assert _import3(made3, made3["bundle"], res) == 0  # the same bundle again: a no-op
+    assert "already present, identical" in capsys.readouterr().out
+
+
+def _edit_csv_row(text: bytes, pick, edit) -> bytes:
+    """``text`` (a CSV) with ``edit(row)`` applied to the first data row for which ``pick(row)`` holds."""
+    rows = list(csv.DictReader(io.StringIO(text.decode())))
+    row = next(r for r in rows if pick(r))
+    edit(row)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def test_table3_refuses_a_tampered_fuss_value(made3, tmp_path, capsys):
+    """A careful tamperer raises one active source's SI-SNR and SI-SNRi alike (so the row stays consistent)."""
+    ex = pd.read_csv(made3["run"] / "table3" / "fuss_examples.csv")
+    row = ex[(ex["separation"] != "skipped") & (ex["n_ref_active"] >= 2)].iloc[0]
+    k = next(k for k in range(4) if row[f"ref_active_{k}"] and row[f"est_active_{k}"])
+    group = f"fuss_{int(row['n_ref_active'])}si"
+
+    def better(r):
+        for c in (f"sisnr_{k}", f"sisnri_{k}"):
+            r[c] = f"{float(r[c]) + 3.0:.6f}"
+    b = rewrite(made3["bundle"], tmp_path / "f.tar.gz", {f"{T3}/table3/fuss_examples.csv": lambda x: _edit_csv_row(
+        x, lambda r: r["example"] == row["example"], better)})
+    res = tmp_path / "res"
+    assert _import3(made3, b, res) == 2
+    err = _err(capsys)
+    assert "import refused, nothing imported" in err
+    for key in (group, "fuss_msi"):
+        assert f"metric '{key}': does not match fuss_examples.csv (mean " in err, key
+    assert "fuss_summary.json does not match fuss_examples.csv" in err
+    assert not res.exists()
+
+
+def test_table3_refuses_a_tampered_librispeech_fuss_item(made3, tmp_path, capsys):
+    def better(r):
+        r["si_sdr"] = repr(float(r["si_sdr"]) + 1.0)
+    b = rewrite(made3["bundle"], tmp_path / "l.tar.gz", {f"{T3}/table3/items.csv": lambda x: _edit_csv_row(
+        x, lambda r: r["set"] == "librispeech_fuss", better)})
+    assert _import3(made3, b, tmp_path / "res") == 2
+    err = _err(capsys)
+    assert (f"{PROFILE}/audioset/mixit/seed0/table3/metrics.json: metric 'lsfuss_si_sdr': the summary does not match "
+            f"its 2 per-item values (mean ") in err
+    assert "tampered with or corrupt" in err and not (tmp_path / "res").exists()
+
+
+def test_table3_refuses_another_librispeech_fuss_set(made3, tmp_path, capsys):
+    fuss_man = made3["data"] / PROFILE / "fuss" / "manifest.json"
+    ours = json.loads(fuss_man.read_text())["eval_librispeech_fuss_hash"]
+
+    def other(blob):
+        blob["dataset_hashes"]["eval_librispeech_fuss"] = "0" * 64
+    b = rewrite(made3["bundle"], tmp_path / "h.tar.gz", {f"{T3}/table3/metrics.json": _json_edit(other)})
+    assert _import3(made3, b, tmp_path / "res") == 2
+    err = _err(capsys)
+    assert (f"{PROFILE}/audioset/mixit/seed0/table3/metrics.json: evaluated on another evaluation set: its "
+            f"dataset_hashes.eval_librispeech_fuss is {'0' * 64}, but this benchmark's fuss LibriSpeech + FUSS evaluation "
+            f"set of profile {PROFILE} has eval_librispeech_fuss_hash {ours} ({fuss_man}); a result on another "
+            f"evaluation set is not comparable, refused") in err
+    # the audioset data alone is not enough: Table 3 is scored on the fuss dataset's sets
+    data = tmp_path / "data"
+    shutil.copytree(made3["data"] / PROFILE / "audioset", data / PROFILE / "audioset")
+    assert _import3(made3, made3["bundle"], tmp_path / "res", data) == 2
+    err = _err(capsys)
+    assert (f"the fuss data of profile {PROFILE} is not prepared here ({data / PROFILE / 'fuss' / 'manifest.json'} is "
+            f"missing) (Table 3 results of every dataset are evaluated on the fuss dataset's evaluation sets). Run "
+            f"`snakemake data --configfile config/{PROFILE}.yaml`") in err
+    assert not (tmp_path / "res").exists()
+
+
+def test_table3_results_only_in_table3(made, made3, tmp_path, capsys):
+    # Table 3's metrics.json (and its files) moved to the run folder
+    b = rewrite(made3["bundle"], tmp_path / "r.tar.gz",
+                rename={f"{T3}/table3/{f}": f"{T3}/{f}" for f in ("metrics.json", "items.csv")})
+    assert _import3(made3, b, tmp_path / "res") == 2
+    assert (f"{PROFILE}/audioset/mixit/seed0/metrics.json: holds a table3 result, whose place is "
+            f"{PROFILE}/audioset/mixit/seed0/table3/metrics.json; refused") in _err(capsys)
+    # ... and a Table 1 result moved into table3/
+    b = rewrite(made["bundles"][0], tmp_path / "s.tar.gz",
+                rename={f"{M0}/{f}": f"{M0}/table3/{f}" for f in ("metrics.json", "items.csv")})
+    assert _import(made, b, tmp_path / "res") == 2
+    assert (f"{PROFILE}/mnist/mixit/seed0/table3/metrics.json: holds a table1 result, whose place is "
+            f"{PROFILE}/mnist/mixit/seed0/metrics.json; refused") in _err(capsys)
+    assert not (tmp_path / "res").exists()

@@ -325,6 +325,29 @@ def test_cli_scores_a_fuss_tree(fuss_tree, capsys):
     assert "SI-SNR (1S) = 80.0" in cap.out
 
 
+def test_read_examples_gives_back_what_was_written(fuss_tree, capsys):
+    """fuss_examples.csv read back (what `surfbench import` recomputes Table 3's FUSS metrics from): the same rows,
+    and the summary within the file's 6 decimals; a row that example_row cannot have written is refused by line."""
+    rc, cap = run_cli(fuss_tree, capsys)
+    assert rc == 0, cap.err
+    path = fuss_tree["out"] / "fuss_examples.csv"
+    acc, rows = sfuss.read_examples(path)
+    text = "\n".join(",".join(map(str, r)) for r in [sfuss.csv_header()] + rows) + "\n"
+    assert text == path.read_text()
+    want = json.loads((fuss_tree["out"] / "fuss_summary.json").read_text())
+    got = acc.summary()
+    for key in ("1S", "2Si", "3Si", "MSi", "under", "equal", "over"):
+        assert got[key] == pytest.approx(want[key], abs=1e-6), key
+    for key in ("n_values", "n_examples", "n_examples_by_ref_count", "n_skipped"):
+        assert got[key] == want[key], key
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace(",4,over,", ",3,over,", 1)  # example00001's n_est_active
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"fuss_examples.csv:3: example 'example00001': n_ref_active, n_est_active, "
+                                         r"separation 2, 3, 'over', but its slots give 2, 4, 'over'"):
+        sfuss.read_examples(path)
+
+
 def test_cli_progress_bar_when_many_examples(fuss_tree, capsys, monkeypatch):
     monkeypatch.setattr(sfuss, "PROGRESS_FROM", 3)
     rc, cap = run_cli(fuss_tree, capsys)
