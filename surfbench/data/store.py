@@ -42,9 +42,14 @@ def array_hash(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for k in sorted(arrays):
         a = np.ascontiguousarray(arrays[k])
-        h.update(f"{k}:{a.dtype.str}:{a.shape}".encode())
+        h.update(_hash_header(k, a.dtype, a.shape))
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def _hash_header(key: str, dtype: np.dtype, shape: tuple) -> bytes:
+    """What :func:`array_hash` puts before an array's bytes (also :func:`write_raw_rows`, which hashes a file)."""
+    return f"{key}:{np.dtype(dtype).str}:{tuple(shape)}".encode()
 
 
 def save_npz_atomic(path: Path, /, **arrays) -> str:
@@ -93,7 +98,7 @@ def write_raw_rows(path: Path, key: str, rows: Iterable[tuple[str, np.ndarray]])
         if row_shape is None:
             raise ValueError(f"{path}: no rows to write")
         shape = (n, *row_shape)
-        h = hashlib.sha256(f"{key}:{dtype.str}:{shape}".encode())  # array_hash's header, then the bytes
+        h = hashlib.sha256(_hash_header(key, dtype, shape))  # array_hash's header, then the bytes
         buf = memoryview(bytearray(HASH_CHUNK))
         with open(tmp, "rb") as f:
             while got := f.readinto(buf):
