@@ -143,13 +143,42 @@ class PreconditionedFlow(torch.nn.Module):
         return c_skip * x_dev + c_out * f
 
 
+class DenoiserFlow(torch.nn.Module):
+    """A raw flow network ``D`` read as an estimate of the sources: ``v = (D(x_t, t, m) - x_t) / (1 - t)``.
+
+    Config (``training.flow_preconditioning: denoiser``, a choice): the paper's denoiser view (Eq. 18-19,
+    ``E[x1 | x_t] ≈ x_t + (1 - t) v``) solved for ``v``, so the network predicts ``x1`` rather than the
+    velocity. On the interpolant of Eq. 11, ``x1 - x_t = (1 - t)(x1 - x0)``, so the loss of Eq. 10 is
+    ``||D - σx1||² / (1 - t)²``: under ``log_loss`` the weight is an additive constant and the gradient
+    is that of the plain ``x1`` error. The Euler sampler's last step (``dt = 1 - t``) lands on the
+    network's last estimate. With a network whose untrained output is the mixture / K in every slot
+    (``mb_tflocoformer`` with ``output: mask``) the untrained flow returns the unseparated mixture, not
+    its start noise. ``1 - t`` is floored at :data:`DENOISER_MIN_GAP` (t is drawn in [0, 1)).
+    """
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_t: torch.Tensor, t, m: torch.Tensor) -> torch.Tensor:
+        t_vec = _as_batch_t(t, x_t.shape[0], x_t)
+        gap = _bcast((1 - t_vec).clamp_min(DENOISER_MIN_GAP), x_t)
+        return (self.net(x_t, t_vec, m) - x_t) / gap
+
+
+#: floor of ``1 - t`` in :class:`DenoiserFlow` (a float32-safe divisor; the samplers never come near it)
+DENOISER_MIN_GAP = 1e-3
+
+
 def precondition_flow(net: torch.nn.Module, n_sources: int, training_cfg: dict) -> torch.nn.Module:
     """Wrap a raw flow network as configured by ``training.flow_preconditioning`` (``none``: unchanged)."""
     kind = training_cfg.get("flow_preconditioning", "none")
     if kind == "none":
         return net
+    if kind == "denoiser":
+        return DenoiserFlow(net)
     if kind != "edm":
-        raise ValueError(f"training.flow_preconditioning = {kind!r}; expected 'none' or 'edm'")
+        raise ValueError(f"training.flow_preconditioning = {kind!r}; expected 'none', 'edm' or 'denoiser'")
     if training_cfg.get("sigma_data") is None:
         raise KeyError("training.flow_preconditioning = 'edm' needs training.sigma_data "
                        "(the standard deviation of P⊥ x1, the sources minus their slot mean, on the training data; "

@@ -256,3 +256,53 @@ def test_presets_are_constructor_arguments():
     assert model.dim == 8
     with pytest.raises(ValueError):
         build_model({"arch": "mb_tflocoformer", "embed_dim": 8, "dim": 16}, "flow", 2, (16000,))
+
+
+# ----------------------------------------------------------------------------- output: mask
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize("k", [2, 3])
+def test_mask_output_starts_as_the_mixture_over_k(length, k):
+    """``output: mask``: the merge starts at zero, so an untrained model puts m / K in every slot (the
+    STFT round trip of the mixture, checked against the mixture itself), whatever x_t and t are."""
+    torch.manual_seed(0)
+    m = torch.randn(2, length)
+    with torch.no_grad():
+        out_r = _loco("regression", k, output="mask")(m)
+        out_f = _loco("flow", k, output="mask")(torch.randn(2, k, length), torch.rand(2), m)
+    want = (m / k).unsqueeze(1).expand(2, k, length)
+    torch.testing.assert_close(out_r, want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out_f, want, atol=1e-5, rtol=1e-4)
+    # the default (spectral mapping) does not: its untrained output is unrelated to the mixture
+    with torch.no_grad():
+        mapped = _loco("regression", k)(m)
+    assert (mapped - want).abs().max() > 1e-2
+
+
+def test_mask_output_is_a_ratio_mask_on_the_mixture_stft():
+    """After training steps the output is (merge + 1/K) ⊙ STFT(m) through the iSTFT: a hand-built mask
+    (a constant per slot through the merge bias) gives that constant times the mixture."""
+    torch.manual_seed(0)
+    model = _loco("regression", 2, output="mask")
+    with torch.no_grad():
+        model.band.dec_bias.fill_(0.25)  # every Re bin and Im bin of every slot: mask 0.5 + 0.25 + 0.25j
+    m = torch.randn(2, 16000)
+    with torch.no_grad():
+        out = model(m)
+    stft = model.stft
+    want = stft.istft(torch.complex(torch.tensor(0.75), torch.tensor(0.25)) * stft.stft(m), m.shape[-1])
+    torch.testing.assert_close(out, want.unsqueeze(1).expand_as(out), atol=1e-5, rtol=1e-4)
+
+
+def test_mask_flow_stays_equivariant_and_output_is_checked():
+    torch.manual_seed(0)
+    flow = _loco("flow", 3, output="mask", n_blocks=2, n_mels=12).eval()
+    _randomize_film(flow)
+    with torch.no_grad():  # give the merge weights so the slots differ
+        flow.band.dec_weight.normal_(0, 0.2)
+    x, m, t = torch.randn(2, 3, 4000), torch.randn(2, 4000), torch.rand(2)
+    with torch.no_grad():
+        v = flow(x, t, m)
+        torch.testing.assert_close(flow(x[:, [2, 0, 1]], t, m), v[:, [2, 0, 1]], atol=1e-5, rtol=1e-5)
+    assert (v[:, 0] - v[:, 1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="output"):
+        _loco("regression", 2, output="masks")

@@ -10,9 +10,12 @@ import pytest
 import torch
 
 from surfbench.flow import (
+    DENOISER_MIN_GAP,
+    DenoiserFlow,
     PreconditionedFlow,
     consistent_velocity,
     euler_sample,
+    flow_matching_loss,
     mixture_consistent_start,
     precondition_flow,
     project_perp,
@@ -165,3 +168,80 @@ def test_sigma_data_command_measures_a_prepared_set(tmp_path, capsys):
     assert got["sigma_data"] == pytest.approx(np.sqrt(np.mean(((a - b) / 4) ** 2)), rel=1e-5)
     assert main(["sigma-data", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- flow_preconditioning: denoiser
+class _Constant(torch.nn.Module):
+    """D ≡ a fixed source estimate (whatever x_t and t)."""
+
+    def __init__(self, x1_hat):
+        super().__init__()
+        self.x1_hat = x1_hat
+
+    def forward(self, x_t, t, m):
+        return self.x1_hat.expand_as(x_t)
+
+
+def test_denoiser_velocity_hand_worked():
+    """v = (D - x_t) / (1 - t): with D = 3 everywhere, x_t = 1 at t = 0.5, v = 4; at t = 1 the gap is floored."""
+    x_t = torch.ones(1, 2, 5)
+    net = precondition_flow(_Constant(torch.full((1, 2, 5), 3.0)), 2, {"flow_preconditioning": "denoiser"})
+    assert isinstance(net, DenoiserFlow)
+    torch.testing.assert_close(net(x_t, torch.tensor([0.5]), x_t.sum(1)), torch.full((1, 2, 5), 4.0))
+    v1 = net(x_t, torch.tensor([1.0]), x_t.sum(1))
+    torch.testing.assert_close(v1, torch.full((1, 2, 5), 2.0 / DENOISER_MIN_GAP))
+
+
+def test_denoiser_euler_lands_on_the_estimate_and_loss_is_the_x1_error():
+    """The Euler sampler's last step lands on D's estimate (projected to mixture consistency); on the
+    interpolant of Eq. 11 the residual is (D - x1) / (1 - t), so the log loss differs from the x1 error's
+    log by 20 log10(1 - t) and has the same gradient."""
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(3, 2, 50, generator=g)
+    m = x1.sum(1)
+    x1_hat = torch.randn(3, 2, 50, generator=g)
+    x1_hat = x1_hat - x1_hat.mean(1, keepdim=True) + m.unsqueeze(1) / 2  # a mixture-consistent estimate
+    v = consistent_velocity(precondition_flow(_Constant(x1_hat), 2, {"flow_preconditioning": "denoiser"}))
+    x0 = mixture_consistent_start(m, torch.randn(3, 2, 50, generator=g))
+    for steps in (1, 5):
+        torch.testing.assert_close(euler_sample(v, x0, m, steps), x1_hat, atol=1e-5, rtol=1e-5)
+
+    weight = torch.nn.Parameter(torch.tensor(0.3))
+
+    class _Scaled(torch.nn.Module):
+        def forward(self, x_t, t, m):
+            return weight * x1_hat
+
+    t = torch.tensor([0.1, 0.5, 0.8])
+    vf = precondition_flow(_Scaled(), 2, {"flow_preconditioning": "denoiser"})
+    loss = flow_matching_loss(vf, x0, x1, t, m, log_loss=True)
+    (g_flow,) = torch.autograd.grad(loss, weight)
+    x1_err = 10 * torch.log10((weight * x1_hat - x1).reshape(3, -1).pow(2).mean(1) + 1e-8)
+    gap_db = -20 * torch.log10(1 - t)
+    torch.testing.assert_close(loss, (x1_err + gap_db).mean(), atol=1e-4, rtol=1e-5)
+    (g_x1,) = torch.autograd.grad(x1_err.mean(), weight)
+    torch.testing.assert_close(g_flow, g_x1, atol=1e-5, rtol=1e-4)
+
+
+def test_untrained_mask_flow_returns_the_mixture_over_k():
+    """An untrained ``mb_tflocoformer`` with ``output: mask`` under ``denoiser``: the sampler returns m / K
+    in every slot (the Average baseline), not its start noise."""
+    from surfbench.nn import build_model
+
+    torch.manual_seed(0)
+    raw = build_model({"arch": "mb_tflocoformer", "preset": "tiny", "output": "mask"}, "flow", 2, (8000,))
+    v = consistent_velocity(precondition_flow(raw, 2, {"flow_preconditioning": "denoiser"}))
+    m = torch.randn(2, 8000)
+    x0 = mixture_consistent_start(m, torch.randn(2, 2, 8000))
+    with torch.no_grad():
+        out = euler_sample(v, x0, m, 5)
+    torch.testing.assert_close(out, (m / 2).unsqueeze(1).expand_as(out), atol=1e-4, rtol=1e-4)
+
+
+def test_denoiser_key_reaches_the_flow_methods_only():
+    ci = Path(__file__).resolve().parents[1] / "config" / "ci.yaml"
+    cfg = load_config(ci, overrides={"training": {"flow_preconditioning": "denoiser"}})
+    for name in ("supervised_flow", "surf_self_remixing", "remixit", "mixit"):
+        rc = resolve_run(cfg, RunId("libri2mix", name, 0))
+        method = registry().get(name)(rc, (16000,), 2, "cpu")
+        assert isinstance(method.student, DenoiserFlow) == (name in ("supervised_flow", "surf_self_remixing"))

@@ -536,8 +536,11 @@ class MBTFLocoformer(nn.Module):
                  ffn_kernel: int = 4, bsja_kernel: int = 5, tspa_kernel: tuple[int, int] = (5, 3),
                  norm_groups: int = 4, head_hidden: int = 0, t_freq_dim: int = 128, t_dim: int | None = None,
                  sample_rate: int = 16000, n_fft: int = 320, hop_length: int = 160, compression: float = 0.33,
-                 normalize_input: bool = True, grad_checkpoint: bool = False):
+                 normalize_input: bool = True, grad_checkpoint: bool = False, output: str = "mapping"):
         super().__init__()
+        if output not in ("mapping", "mask"):
+            raise ValueError(f"mb_tflocoformer output = {output!r}; expected 'mapping' or 'mask'")
+        self.output = output
         self.n_sources = int(n_sources)
         self.dim = dim
         self.time_conditioned = bool(time_conditioned)
@@ -561,13 +564,17 @@ class MBTFLocoformer(nn.Module):
             self.blocks.append(BSJA(dim, n_heads, hidden, time_kernel=bsja_kernel, **common))
             self.blocks.append(TSPA(dim, n_heads, hidden, tf_kernel=tuple(tspa_kernel), **common))
         self.final_norm = RMSGroupNorm(dim, norm_groups)
+        if output == "mask":  # the merge starts at zero: every slot starts as the mixture / K
+            nn.init.zeros_(self.band.dec_weight)
+            nn.init.zeros_(self.band.dec_bias)
 
     def _scale(self, m: torch.Tensor) -> torch.Tensor:
         if not self.normalize_input:
             return m.new_ones(m.shape[0], 1)
         return sqrt(m.float().square().mean(-1, keepdim=True)).clamp_min(1e-4)
 
-    def _run(self, tokens: torch.Tensor, temb: torch.Tensor | None, length: int) -> torch.Tensor:
+    def _run(self, tokens: torch.Tensor, temb: torch.Tensor | None, length: int,
+             mix_spec: torch.Tensor | None = None) -> torch.Tensor:
         x = tokens
         for blk in self.blocks:
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
@@ -578,6 +585,8 @@ class MBTFLocoformer(nn.Module):
         dev = x.device.type
         with torch.autocast(device_type=dev, enabled=False):
             spec = self.band.merge(x.float())  # [B, K, F, N] complex (compressed)
+            if self.output == "mask":  # a complex ratio mask on the mixture's (uncompressed) STFT
+                return self.stft.istft((spec + 1.0 / self.n_sources) * mix_spec[:, None], length)
             return self.stft.decode(spec, length)
 
     def _encode(self, wav: torch.Tensor) -> torch.Tensor:
@@ -603,7 +612,8 @@ class MBTFLocoformerFlow(MBTFLocoformer):
         tokens = self._encode(wav).to(self.mix_embed.dtype)
         emb = torch.cat([self.src_embed.expand(self.n_sources, -1, -1), self.mix_embed[None]], dim=0)
         tokens = tokens + emb[None, :, :, None, :]
-        out = self._run(tokens, self.time_embed(t), length)
+        mix_spec = self.stft.stft(m / scale) if self.output == "mask" else None
+        out = self._run(tokens, self.time_embed(t), length, mix_spec)
         return (out * scale[:, :, None]).to(x_t.dtype)
 
 
@@ -622,7 +632,8 @@ class MBTFLocoformerRegression(MBTFLocoformer):
         n_frames = mix.shape[3]
         slots = self.slot_embed[None, :, :, None, :].expand(b, -1, -1, n_frames, -1)
         tokens = torch.cat([slots, mix], dim=1)
-        out = self._run(tokens, None, length)
+        mix_spec = self.stft.stft(m / scale) if self.output == "mask" else None
+        out = self._run(tokens, None, length, mix_spec)
         return (out * scale[:, :, None]).to(m.dtype)
 
 
