@@ -47,7 +47,12 @@ Design decisions where the papers give no detail are marked **(choice)**:
   ~35-38M parameters, matching the paper's "36M" (full Q/K/V convolutions would give
   ~47M).  See :data:`MB_TFLOCOFORMER_PRESETS`.
 * The band merge outputs the complex (compressed) spectrogram directly, not a mask:
-  a flow velocity ``x1 - x0`` is not a masked version of ``x_t``.
+  a flow velocity ``x1 - x0`` is not a masked version of ``x_t`` (``output="mapping"``, the
+  default).  ``output="mask"`` **(choice)** reads the merge as a complex ratio mask on the
+  mixture's (uncompressed) STFT, offset by 1/K and zero-initialised, so an untrained model
+  puts ``m / K`` in every slot: for regression, and for a flow whose output is read as the
+  sources (``training.flow_preconditioning: denoiser``, :class:`surfbench.flow.DenoiserFlow`).
+  The tiny profile uses it (``config/tiny.yaml`` gives the measurements).
 * Time conditioning (flow only): sinusoidal embedding of ``1000 t`` -> 2-layer MLP ->
   per sub-block a zero-initialised linear map to a (scale, shift) pair for each of its
   three pre-norms (FiLM / adaLN; the blocks start unmodulated).  The same ``t`` modulates
@@ -529,6 +534,7 @@ class MBTFLocoformer(nn.Module):
         sample_rate, n_fft, hop_length, compression: STFT front end (16 kHz, 320, 160, 0.33).
         normalize_input: divide inputs by the mixture RMS and rescale the output.
         grad_checkpoint: recompute each block in the backward pass (saves GPU memory).
+        output: ``"mapping"`` (the spectrogram itself) or ``"mask"`` (a ratio mask on the mixture's STFT).
     """
 
     def __init__(self, n_sources: int, time_conditioned: bool, dim: int = 192, n_blocks: int = 6,
