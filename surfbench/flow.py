@@ -143,6 +143,10 @@ class PreconditionedFlow(torch.nn.Module):
         return c_skip * x_dev + c_out * f
 
 
+#: floor of ``1 - t`` in :class:`DenoiserFlow` (a float32-safe divisor; the samplers never come near it)
+DENOISER_MIN_GAP = 1e-3
+
+
 class DenoiserFlow(torch.nn.Module):
     """A raw flow network ``D`` read as an estimate of the sources: ``v = (D(x_t, t, m) - x_t) / (1 - t)``.
 
@@ -164,10 +168,6 @@ class DenoiserFlow(torch.nn.Module):
         t_vec = _as_batch_t(t, x_t.shape[0], x_t)
         gap = _bcast((1 - t_vec).clamp_min(DENOISER_MIN_GAP), x_t)
         return (self.net(x_t, t_vec, m) - x_t) / gap
-
-
-#: floor of ``1 - t`` in :class:`DenoiserFlow` (a float32-safe divisor; the samplers never come near it)
-DENOISER_MIN_GAP = 1e-3
 
 
 def precondition_flow(net: torch.nn.Module, n_sources: int, training_cfg: dict) -> torch.nn.Module:
