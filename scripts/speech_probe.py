@@ -26,7 +26,7 @@ import torch
 from surfbench.config import RunId, load_config, resolve_run
 from surfbench.evaluate import separate_all
 from surfbench.method import StepContext
-from surfbench.metrics.audio import align_to_reference, si_sdr
+from surfbench.metrics.audio import align_to_reference, si_sdr_improvement
 from surfbench.registry import registry
 from surfbench.seeding import derive_seed
 from surfbench.train import adam, make_batch, optimisation_step, random_crop
@@ -43,8 +43,7 @@ def si_sdr_improvement_of(method, sources: torch.Tensor, cfg: dict, euler_steps:
     finally:
         sampler["euler_steps"] = saved
     aligned, _ = align_to_reference(est, sources)
-    mixture = sources.sum(1, keepdim=True).expand_as(sources)
-    return float((si_sdr(aligned, sources) - si_sdr(mixture, sources)).mean())
+    return float(si_sdr_improvement(aligned, sources, sources.sum(1)).mean())
 
 
 def main(argv=None) -> int:

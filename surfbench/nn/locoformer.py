@@ -595,6 +595,10 @@ class MBTFLocoformer(nn.Module):
                 return self.stft.istft((spec + 1.0 / self.n_sources) * mix_spec[:, None], length)
             return self.stft.decode(spec, length)
 
+    def _mask_reference(self, m: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
+        """The scaled mixture's STFT that ``output: mask`` multiplies (None for ``mapping``)."""
+        return self.stft.stft(m / scale) if self.output == "mask" else None
+
     def _encode(self, wav: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=wav.device.type, enabled=False):
             return self.band.split(self.stft.encode(wav.float()))  # [B, S, Nb, N, D]
@@ -618,8 +622,7 @@ class MBTFLocoformerFlow(MBTFLocoformer):
         tokens = self._encode(wav).to(self.mix_embed.dtype)
         emb = torch.cat([self.src_embed.expand(self.n_sources, -1, -1), self.mix_embed[None]], dim=0)
         tokens = tokens + emb[None, :, :, None, :]
-        mix_spec = self.stft.stft(m / scale) if self.output == "mask" else None
-        out = self._run(tokens, self.time_embed(t), length, mix_spec)
+        out = self._run(tokens, self.time_embed(t), length, self._mask_reference(m, scale))
         return (out * scale[:, :, None]).to(x_t.dtype)
 
 
@@ -638,8 +641,7 @@ class MBTFLocoformerRegression(MBTFLocoformer):
         n_frames = mix.shape[3]
         slots = self.slot_embed[None, :, :, None, :].expand(b, -1, -1, n_frames, -1)
         tokens = torch.cat([slots, mix], dim=1)
-        mix_spec = self.stft.stft(m / scale) if self.output == "mask" else None
-        out = self._run(tokens, None, length, mix_spec)
+        out = self._run(tokens, None, length, self._mask_reference(m, scale))
         return (out * scale[:, :, None]).to(m.dtype)
 
 
