@@ -31,7 +31,7 @@ class SupervisedFlow(Method):
             X1 = remix(X1, Pi)                                   # 5: X̃1 = Π X
             M = sum_sources(X1)                                  # 6: M̃ = (I_B ⊗ 1ᵀ) X̃1
         v = consistent_velocity(self.student)                   # P⊥ projection layer
-        t = draw_times(M.shape[0], tc["time_sampling"] == "per_example", ctx.generator, M.device)
+        t = draw_times(M.shape[0], tc, ctx.generator, M.device)
         X0 = start_noise(M, self.n_sources, tc, generator=ctx.generator)              # Eq. 4
         X1_aligned, _ = floss_align(v, X0, X1, M)               # PIT at t = 0 (Eq. 7-9)
         R = flow_matching_residual(v, X0, X1_aligned, t, M)     # Eq. 11, 23

@@ -306,3 +306,32 @@ def test_mask_flow_stays_equivariant_and_output_is_checked():
     assert (v[:, 0] - v[:, 1]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="output"):
         _loco("regression", 2, output="masks")
+
+
+# ----------------------------------------------------------------------------- flow slot_embedding
+def test_flow_slot_embedding_is_added_to_the_source_tokens_and_breaks_equivariance():
+    """``slot_embedding``: a per-slot embedding on the source tokens. The same vector in every slot is the
+    equivariant flow with that vector added to its source embedding (hand-worked); different vectors make the
+    flow tell its slots apart (swapping the inputs no longer swaps the outputs)."""
+    torch.manual_seed(0)
+    plain = _loco("flow", 3, n_blocks=2, n_mels=12).eval()
+    slotted = _loco("flow", 3, n_blocks=2, n_mels=12, slot_embedding=True).eval()
+    assert not hasattr(plain, "slot_embed")
+    missing = slotted.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing == ["slot_embed"]
+    _randomize_film(plain)
+    _randomize_film(slotted)
+    x, m, t = torch.randn(2, 3, 4000), torch.randn(2, 4000), torch.rand(2)
+    c = torch.randn(12, plain.dim) * 0.5
+    with torch.no_grad():
+        slotted.slot_embed.copy_(c.expand(3, -1, -1))
+        plain.src_embed.add_(c)
+        torch.testing.assert_close(slotted(x, t, m), plain(x, t, m), atol=1e-5, rtol=1e-5)
+        slotted.slot_embed.normal_(0, 0.5)
+        v = slotted(x, t, m)
+        swapped = slotted(x[:, [1, 0, 2]], t, m)
+    assert (swapped - v[:, [1, 0, 2]]).abs().max() > 1e-3
+    # an untrained mask flow still starts at m / K in every slot
+    with torch.no_grad():
+        out = _loco("flow", 2, output="mask", slot_embedding=True)(torch.randn(2, 2, 4000), torch.rand(2), m)
+    torch.testing.assert_close(out, (m / 2).unsqueeze(1).expand_as(out), atol=1e-5, rtol=1e-4)

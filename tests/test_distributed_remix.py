@@ -149,7 +149,7 @@ def _fixed_t_and_z(module, t: torch.Tensor, z: torch.Tensor):
         yield
         return
     saved = {n: getattr(module, n) for n in names}
-    module.draw_times = lambda batch, per_example, generator, device: t.to(device)
+    module.draw_times = lambda batch, training_cfg, generator, device: t.to(device)
     module.mixture_consistent_start = lambda m, _z: saved["mixture_consistent_start"](m, z)
     try:
         yield

@@ -66,7 +66,12 @@ Roles:
 * ``"flow"``: ``forward(x_t [B,K,T], t [B], m [B,T]) -> [B,K,T]`` raw velocity in the
   waveform domain (the caller applies ``project_perp``).  Exactly permutation
   equivariant over the K slots: the K source tokens share every weight, and the mixture
-  token is told apart by its own type embedding.
+  token is told apart by its own type embedding.  ``slot_embedding=True`` **(choice, off
+  by default and in the paper profile)** adds the regression role's learned slot embedding
+  to the source tokens: the flow is then not equivariant, and tells its slots apart without
+  having to learn to break their symmetry from the start noise alone (at t = 0 the K slots
+  of ``x0`` differ only by ``P⊥ z``), which a small model does not learn in a few hundred
+  steps (``config/tiny.yaml`` gives the measurements).
 * ``"regression"``: ``forward(m [B,T]) -> [B,K,T]``.  There is no ``x_t`` and no ``t``
   (no time-embedding parameters exist).  The K source tokens start from a fixed
   **learned slot embedding** ``[K, Nb, D]`` (broadcast over frames); the slots are
@@ -535,6 +540,8 @@ class MBTFLocoformer(nn.Module):
         normalize_input: divide inputs by the mixture RMS and rescale the output.
         grad_checkpoint: recompute each block in the backward pass (saves GPU memory).
         output: ``"mapping"`` (the spectrogram itself) or ``"mask"`` (a ratio mask on the mixture's STFT).
+        slot_embedding: flow role only: add a learned embedding per slot to the source tokens (the
+            regression role always has one), which makes the flow not permutation equivariant.
     """
 
     def __init__(self, n_sources: int, time_conditioned: bool, dim: int = 192, n_blocks: int = 6,
@@ -542,11 +549,13 @@ class MBTFLocoformer(nn.Module):
                  ffn_kernel: int = 4, bsja_kernel: int = 5, tspa_kernel: tuple[int, int] = (5, 3),
                  norm_groups: int = 4, head_hidden: int = 0, t_freq_dim: int = 128, t_dim: int | None = None,
                  sample_rate: int = 16000, n_fft: int = 320, hop_length: int = 160, compression: float = 0.33,
-                 normalize_input: bool = True, grad_checkpoint: bool = False, output: str = "mapping"):
+                 normalize_input: bool = True, grad_checkpoint: bool = False, output: str = "mapping",
+                 slot_embedding: bool = False):
         super().__init__()
         if output not in ("mapping", "mask"):
             raise ValueError(f"mb_tflocoformer output = {output!r}; expected 'mapping' or 'mask'")
         self.output = output
+        self.slot_embedding = bool(slot_embedding) and bool(time_conditioned)
         self.n_sources = int(n_sources)
         self.dim = dim
         self.time_conditioned = bool(time_conditioned)
@@ -559,6 +568,8 @@ class MBTFLocoformer(nn.Module):
             t_dim = None
         if self.time_conditioned:
             self.src_embed = nn.Parameter(torch.randn(n_mels, dim) * 0.02)
+            if slot_embedding:  # a choice, off in the paper's equivariant flow: see the module docstring
+                self.slot_embed = nn.Parameter(torch.randn(self.n_sources, n_mels, dim) * 0.02)
             t_dim = int(t_dim or dim)
             self.time_embed = TimeEmbedding(t_dim, t_freq_dim)
         else:
@@ -620,7 +631,10 @@ class MBTFLocoformerFlow(MBTFLocoformer):
         scale = self._scale(m)
         wav = torch.cat([x_t, m[:, None]], dim=1) / scale[:, :, None]
         tokens = self._encode(wav).to(self.mix_embed.dtype)
-        emb = torch.cat([self.src_embed.expand(self.n_sources, -1, -1), self.mix_embed[None]], dim=0)
+        src = self.src_embed.expand(self.n_sources, -1, -1)
+        if self.slot_embedding:
+            src = src + self.slot_embed
+        emb = torch.cat([src, self.mix_embed[None]], dim=0)
         tokens = tokens + emb[None, :, :, None, :]
         out = self._run(tokens, self.time_embed(t), length, self._mask_reference(m, scale))
         return (out * scale[:, :, None]).to(x_t.dtype)
