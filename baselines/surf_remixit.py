@@ -22,7 +22,7 @@ class SurfReMixIT(RemixingTeacher):
         Pi = draw_global_remix(B, K, ctx.generator, M.device)                     # 5: Π ~ U(S_BK) over all processes
         X1 = remix(X_bar, Pi)                                                     # 5: X̃1 = Π X̄
         M_tilde = sum_sources(X1)                                                 # 6: M̃ = (I_B ⊗ 1ᵀ) X̃1
-        t = draw_times(B, tc, ctx.generator, M.device)      # 7: t ~ λ
+        t = draw_times(B, tc, ctx.generator, M.device)                            # 7: t ~ λ (training.time_power)
         Z = noise_std(M_tilde, tc) * torch.randn(X1.shape, generator=ctx.generator).to(M.device)  # 8: Z ~ N(0, σ_z²I)
         X0 = mixture_consistent_start(M_tilde, Z)                                 # 9: X̃0 = M̃/K + P⊥ Z
         v = consistent_velocity(self.student)                                     # v_θ with the P⊥ layer
