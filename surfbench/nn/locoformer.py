@@ -555,7 +555,6 @@ class MBTFLocoformer(nn.Module):
         if output not in ("mapping", "mask"):
             raise ValueError(f"mb_tflocoformer output = {output!r}; expected 'mapping' or 'mask'")
         self.output = output
-        self.slot_embedding = bool(slot_embedding) and bool(time_conditioned)
         self.n_sources = int(n_sources)
         self.dim = dim
         self.time_conditioned = bool(time_conditioned)
@@ -632,7 +631,7 @@ class MBTFLocoformerFlow(MBTFLocoformer):
         wav = torch.cat([x_t, m[:, None]], dim=1) / scale[:, :, None]
         tokens = self._encode(wav).to(self.mix_embed.dtype)
         src = self.src_embed.expand(self.n_sources, -1, -1)
-        if self.slot_embedding:
+        if hasattr(self, "slot_embed"):  # built with slot_embedding=True
             src = src + self.slot_embed
         emb = torch.cat([src, self.mix_embed[None]], dim=0)
         tokens = tokens + emb[None, :, :, None, :]
