@@ -66,6 +66,46 @@ def test_convtasnet_options():
     assert plain.mask_act == "sigmoid"
 
 
+@pytest.mark.parametrize("preset", ["small", "paper"])
+def test_convtasnet_decoder_is_the_transposed_convolution(preset):
+    """The decoder's matrix product + overlap-add against PyTorch's own ``conv_transpose1d`` with the same
+    weights, forward and both gradients (float64, so any misplaced sample shows far above rounding)."""
+    torch.manual_seed(0)
+    model = build_model({"arch": "convtasnet", "preset": preset}, "regression", 2, (4000,)).double()
+    n_frames = 7
+    est = torch.randn(3, model.n_filters, n_frames, dtype=torch.float64, requires_grad=True)
+    ours = model._decode(est)
+    ref = torch.nn.functional.conv_transpose1d(est, model.decoder.weight, stride=model.stride).squeeze(1)
+    assert ours.shape == ref.shape == (3, (n_frames + 1) * model.stride)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(ours, (est, model.decoder.weight), g)
+    want = torch.autograd.grad(ref, (est, model.decoder.weight), g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_convtasnet_global_layer_norm_by_hand():
+    """gLN (Luo & Mesgarani Eq. 13): per example, the mean and biased variance over channels and time, eps under
+    the square root, then gamma and beta per channel; against the formula written out in float64."""
+    from surfbench.nn.convtasnet import GlobalLayerNorm
+
+    torch.manual_seed(0)
+    norm = GlobalLayerNorm(5, eps=1e-3).double()
+    with torch.no_grad():
+        norm.gamma.copy_(torch.randn(1, 5, 1))
+        norm.beta.copy_(torch.randn(1, 5, 1))
+    x = torch.randn(2, 5, 11, dtype=torch.float64) * torch.tensor([1.0, 30.0]).view(2, 1, 1) + 4.0
+    mean = x.mean(dim=(1, 2), keepdim=True)
+    var = ((x - mean) ** 2).sum(dim=(1, 2), keepdim=True) / (5 * 11)
+    want = norm.gamma * (x - mean) / torch.sqrt(var + 1e-3) + norm.beta
+    torch.testing.assert_close(norm(x), want, rtol=1e-12, atol=1e-12)
+    # per example: scaling one example does not change the other's output
+    x2 = x.clone()
+    x2[1] *= 10
+    torch.testing.assert_close(norm(x2)[0], want[0], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("role", ["flow", "score"])
 def test_convtasnet_rejects_other_roles(role):
     with pytest.raises(ValueError, match="regression"):

@@ -37,7 +37,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..numerics import sqrt
 from .registry import register_architecture
 
 __all__ = ["ConvTasNet", "CONVTASNET_PRESETS", "build_convtasnet"]
@@ -57,7 +56,13 @@ CONVTASNET_PRESETS: dict[str, dict] = {
 
 
 class GlobalLayerNorm(nn.Module):
-    """gLN of Conv-TasNet: normalise over channels and time, per example."""
+    """gLN of Conv-TasNet: normalise over channels and time, per example, then a per-channel affine map.
+
+    That is group normalisation with one group, computed by ``F.group_norm`` (one fused kernel forward and
+    backward; the formula written out as mean, variance and divide took a fifth of a tiny training step more:
+    docs/benchmarks.md, "Cheaper steps").  Its variance is the biased one and ``eps`` is added under the
+    square root, as in Luo & Mesgarani's Eq. 13.
+    """
 
     def __init__(self, channels: int, eps: float = 1e-8):
         super().__init__()
@@ -66,9 +71,7 @@ class GlobalLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, L]
-        mean = x.mean(dim=(1, 2), keepdim=True)
-        var = (x - mean).pow(2).mean(dim=(1, 2), keepdim=True)
-        return self.gamma * (x - mean) / sqrt(var + self.eps) + self.beta
+        return F.group_norm(x, 1, self.gamma.view(-1), self.beta.view(-1), self.eps)
 
 
 class TCNBlock(nn.Module):
@@ -152,10 +155,25 @@ class ConvTasNet(nn.Module):
         masks = self.mask_proj(self.out_act(skips)).view(b, self.n_outputs, self.n_filters, -1)
         masks = torch.sigmoid(masks) if self.mask_act == "sigmoid" else F.relu(masks)
         est = (masks * w.unsqueeze(1)).view(b * self.n_outputs, self.n_filters, -1)
-        out = self.decoder(est).view(b, self.n_outputs, -1)[..., :t]
+        out = self._decode(est).view(b, self.n_outputs, -1)[..., :t]
         if self.mixture_consistency:
             out = out + (m.unsqueeze(1) - out.sum(1, keepdim=True)) / self.n_outputs
         return out
+
+    def _decode(self, est: torch.Tensor) -> torch.Tensor:
+        """``self.decoder`` (the transposed convolution, stride ``L / 2``) on ``est [B', N, F]`` -> ``[B', (F+1) L/2]``.
+
+        Computed as what it is: each frame's basis combination (one matrix product, ``[L, N] @ [N, F]``), then
+        overlap-add, in which every output sample is the sum of exactly two frames' halves.  The same sums as
+        ``F.conv_transpose1d`` (tested against it); PyTorch's CPU kernel for a transposed convolution with one output
+        channel took 2.2x as long forward (docs/benchmarks.md, "Cheaper steps").
+        """
+        s = self.stride
+        frames = torch.matmul(self.decoder.weight.view(self.n_filters, self.kernel_size).t(), est)  # [B', L, F]
+        n, _, f = frames.shape
+        head = frames[:, :s].transpose(1, 2).reshape(n, f * s)  # first halves: samples j*s .. j*s + s - 1
+        tail = frames[:, s:].transpose(1, 2).reshape(n, f * s)  # second halves: one frame (s samples) later
+        return F.pad(head, (0, s)) + F.pad(tail, (s, 0))
 
 
 @register_architecture("convtasnet")
