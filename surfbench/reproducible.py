@@ -1,5 +1,4 @@
-"""The same numbers on every x86 processor: the kernel settings of CPU jobs, and the rest of a job's environment
-(imports no torch: the Snakefile uses it).
+"""The same numbers on every x86 processor: the kernel settings of CPU jobs (imports no torch: the Snakefile uses it).
 
 A CPU job's numbers depend on which kernels the libraries pick for the processor they run on:
 
@@ -57,28 +56,13 @@ def kernel_env(cpu_kernels: str) -> dict[str, str]:
         raise ValueError(f"cpu_kernels: unknown setting {cpu_kernels!r}; expected one of {sorted(CPU_KERNELS)}") from None
 
 
-#: glibc's allocator in every job (mallopt(3), "Environment variables"; other C libraries ignore them).
-#: Left to itself, glibc hands blocks above a threshold that adapts up to 32 MiB to ``mmap`` and gives the
-#: top of its heap back to the system past twice that threshold; a job that allocates and frees tensors
-#: of a few MiB in every step (BASIS's Langevin chain on a batch of 50 images) then faults fresh zeroed
-#: pages in for each of them: the MNIST BASIS evaluation of the tiny profile spent 30.6 of its 137.4 s
-#: of CPU in the kernel (12.4 million page faults). With blocks up to 32 MiB kept in the heap and up to
-#: 256 MiB of free heap kept: 0.8 s (143 thousand faults), the same bits (docs/benchmarks.md, "Cheaper
-#: steps"). Setting either variable alone fixes the other at glibc's 128 KiB default and is worse.
-MALLOC_ENV: dict[str, str] = {
-    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
-    "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
-}
-
-
 def env_prefix(cpu_kernels: str, threads: int) -> str:
-    """``env VAR=... `` for a job's shell command: the kernel settings, the job's thread counts and
-    :data:`MALLOC_ENV`.
+    """``env VAR=... `` for a job's shell command: the kernel settings and the job's thread counts.
 
     The thread counts are set for OpenMP, MKL and OpenBLAS too: a library that reads them at load time
     must see the job's count, not one thread per core of the machine.
     """
-    env = kernel_env(cpu_kernels) | MALLOC_ENV
+    env = kernel_env(cpu_kernels)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(int(threads))
     return "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())) + " "
